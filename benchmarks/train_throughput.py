@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Training throughput: the full pipeline (loader + augmentation + step) vs the model step alone.
+
+    python benchmarks/train_throughput.py [--data ../shared/data/brain-tumor-mri] [--model resnet18]
+
+Both sides run the same ``train_one_epoch`` with the same model, optimizer, batch size and
+precision; the model-only side feeds ready, normalised tensors and skips augmentation.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from accelerate import Accelerator  # noqa: E402
+from accelerate.utils import set_seed  # noqa: E402
+
+from brain_mri.data import BatchAugment, DecodedSplit, Normalize, prepare_data  # noqa: E402
+from brain_mri.engine import make_loader, train_one_epoch  # noqa: E402
+from brain_mri.model import create_model, model_data_config  # noqa: E402
+
+
+class _Constant(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], i
+
+
+def timed_epoch(accelerator, model, loader, normalize, augment, steps):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    model_p, opt_p, loader_p, sched_p = accelerator.prepare(model, optimizer, loader, scheduler)
+    crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    train_one_epoch(accelerator, model_p, loader_p, opt_p, sched_p, crit, normalize, augment, 0, 1, 0)  # warm-up
+    t = time.perf_counter()
+    train_one_epoch(accelerator, model_p, loader_p, opt_p, sched_p, crit, normalize, augment, 1, 1, 0)
+    return steps * loader.batch_size / (time.perf_counter() - t)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="Kaggle-layout folder; default: random images of the same shape")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=12, help="timed steps per side")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--mixed-precision", default="bf16", choices=("no", "bf16"))
+    args = p.parse_args()
+
+    accelerator = Accelerator(mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision, cpu=True)
+    set_seed(0)
+    model, _ = create_model(args.model, "no")
+    cfg = model_data_config(model, args.image_size)
+    n = args.steps * args.batch_size
+    if args.data:
+        split = prepare_data(args.data, cfg, with_val=False, progress=False).train
+        split = split.subset(np.arange(min(n, len(split))))
+    else:
+        rng = np.random.default_rng(0)
+        split = DecodedSplit(rng.integers(0, 256, (n, 3, args.image_size, args.image_size), dtype=np.uint8),
+                             rng.integers(0, 4, n), [""] * n, [""] * n, np.zeros((n, 1), np.float32))
+    steps = len(split) // args.batch_size
+    normalize = Normalize(cfg["mean"], cfg["std"])
+
+    full = timed_epoch(accelerator, model, make_loader(split, args.batch_size, True, args.workers, drop_last=True),
+                       normalize, BatchAugment(), steps)
+    ready = normalize(torch.from_numpy(split.images[: steps * args.batch_size]))
+    labels = torch.from_numpy(split.labels[: steps * args.batch_size])
+    only = timed_epoch(accelerator, model,
+                       torch.utils.data.DataLoader(_Constant(ready, labels), batch_size=args.batch_size, drop_last=True),
+                       torch.nn.Identity(), lambda x, g=None: x, steps)
+    print(f"{args.model} {args.image_size}px, batch {args.batch_size}, {args.mixed_precision}, "
+          f"{torch.get_num_threads()} threads, {args.workers} worker(s), {steps} timed steps")
+    print("| pipeline | images/s |\n|---|---:|")
+    print(f"| model step alone (ready tensors) | {only:.1f} |")
+    print(f"| full pipeline (loader + augmentation + step) | {full:.1f} |")
+    print(f"| ratio | {full / only:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

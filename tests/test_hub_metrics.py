@@ -1,0 +1,96 @@
+"""Offline behaviour of the Hub paths, and the metric helpers."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from brain_mri.hub import HubError, hub_unreachable_reason, push_to_hub
+from brain_mri.metrics import expected_calibration_error, fit_temperature, softmax, wilson_interval
+from brain_mri.model import PretrainedUnavailable, create_model, fold_temperature
+from conftest import TINY_ARGS, run_train
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_push_offline_fails_clearly_and_keeps_folder(trained_folder, monkeypatch):
+    out, _ = trained_folder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = _snapshot(out)
+    with pytest.raises(HubError, match="model folder .* is complete"):
+        push_to_hub(out, "someone/brain-mri")
+    assert _snapshot(out) == before
+
+
+def test_push_without_network_fails_after_writing_the_folder(tiny_data, tmp_path):
+    root, _ = tiny_data
+    out = tmp_path / "pushed"
+    # not HF_HUB_OFFLINE: the real network check runs against an endpoint nobody answers
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_secret_token_value"}
+    r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS, "--push-to-hub",
+                  "someone/brain-mri", env=env)
+    assert r.returncode == 2
+    assert "error: Cannot push to someone/brain-mri" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    for f in out.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".md", ".csv"):
+            assert "hf_secret_token_value" not in f.read_text()
+    assert "hf_secret_token_value" not in r.stderr + r.stdout
+
+
+def test_pretrained_yes_offline_is_clear(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PretrainedUnavailable, match="--pretrained auto / no"):
+        create_model("test_resnet", "yes")
+    model, used = create_model("test_resnet", "auto")
+    assert not used and model.num_classes == 4
+
+
+def test_unknown_architecture_is_clear():
+    with pytest.raises(ValueError, match="Unknown timm architecture 'resnet1000'"):
+        create_model("resnet1000", "no")
+
+
+def test_hub_reachability_check_is_quick_when_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    assert "unreachable" in hub_unreachable_reason(timeout=1)
+
+
+def test_fold_temperature_divides_logits():
+    import torch
+
+    model, _ = create_model("test_resnet", "no")
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        fold_temperature(model, 2.5)
+        after = model(x)
+    torch.testing.assert_close(after, before / 2.5, rtol=1e-5, atol=1e-5)
+
+
+def test_fit_temperature_recovers_overconfidence():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 4000)
+    true_logits = rng.normal(0, 1, (4000, 4))
+    true_logits[np.arange(4000), labels] += 2.0
+    # sample labels from the calibrated distribution, then make the model 3x overconfident
+    p = softmax(true_logits)
+    labels = np.array([rng.choice(4, p=row) for row in p])
+    t = fit_temperature(true_logits * 3, labels)
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert expected_calibration_error(softmax(true_logits * 3 / t), labels) < \
+        expected_calibration_error(softmax(true_logits * 3), labels)
+
+
+def test_ece_and_wilson():
+    probs = np.array([[0.9, 0.1, 0, 0], [0.9, 0.1, 0, 0], [0.6, 0.4, 0, 0], [0.6, 0.4, 0, 0]])
+    labels = np.array([0, 1, 0, 0])
+    # bin 0.9: acc 0.5, conf 0.9 -> 0.4 * 0.5 ; bin 0.6: acc 1.0, conf 0.6 -> 0.4 * 0.5
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
+    lo, hi = wilson_interval(418, 419)
+    assert 0.98 < lo < 0.99 and hi == pytest.approx(0.99958, abs=1e-4)
+    assert math.isnan(wilson_interval(0, 0)[0])

@@ -1,0 +1,161 @@
+"""A one-epoch run of a tiny timm model: the folder, the four loaders, the card, the CLI."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brain_mri import BrainMRIClassifier
+from brain_mri.config import CLASS_NAMES
+
+EXPECTED_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "training_args.json",
+                  "training_log.csv", "test_predictions.csv", "figures/confusion_leak_free.png",
+                  "figures/roc_full.png", "figures/reliability_leak_free.png", "figures/training_curves.png"]
+
+
+def test_folder_is_complete(trained_folder):
+    out, _ = trained_folder
+    for f in EXPECTED_FILES:
+        assert (out / f).is_file(), f
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architecture"] == "test_resnet" and cfg["num_classes"] == 4
+    assert cfg["label_names"] == list(CLASS_NAMES)
+    assert "num_classes" not in cfg.get("model_args", {})
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert {"mean", "std", "crop_pct"} <= set(cfg["pretrained_cfg"])
+    args = json.loads((out / "training_args.json").read_text())
+    assert args["epochs"] == 1 and args["model"] == "test_resnet" and "train.py" in args["command"]
+    assert not (out / "checkpoints" / "last").exists()  # resumable state removed after success
+    assert not list(out.glob("*.pt")) and not list(out.glob("*.bin"))
+
+
+def test_no_pickles_and_safetensors_weights(trained_folder):
+    from safetensors.torch import load_file
+
+    out, _ = trained_folder
+    state = load_file(out / "model.safetensors")
+    assert any(k.startswith("fc.") for k in state)
+
+
+def _four_loaders(folder, image_path):
+    import timm
+    from timm.data import create_transform, resolve_data_config
+    from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+    image = Image.open(image_path)
+    ours = BrainMRIClassifier.from_pretrained(folder).predict(image_path)
+
+    tm = timm.create_model("local-dir:" + str(folder), pretrained=True).eval()
+    tf = create_transform(**resolve_data_config({}, model=tm))
+    with torch.no_grad():
+        p = tm(tf(image.convert("RGB")).unsqueeze(0)).softmax(-1)[0]
+    timm_probs = dict(zip(CLASS_NAMES, p.tolist()))
+
+    hf = AutoModelForImageClassification.from_pretrained(folder).eval()
+    proc = AutoImageProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        p = hf(**proc(image.convert("RGB"), return_tensors="pt")).logits.softmax(-1)[0]
+    hf_probs = {hf.config.id2label[i]: v for i, v in enumerate(p.tolist())}
+
+    pipe = pipeline("image-classification", model=str(folder))
+    pipe_probs = {r["label"]: r["score"] for r in pipe(image.convert("RGB"), top_k=4)}
+    return ours, timm_probs, hf_probs, pipe_probs
+
+
+def test_four_loaders_agree(trained_folder, sample_image):
+    out, _ = trained_folder
+    results = _four_loaders(out, sample_image)
+    ref = np.array([results[0][c] for c in CLASS_NAMES])
+    assert abs(ref.sum() - 1) < 1e-5
+    for r in results[1:]:
+        assert set(r) == set(CLASS_NAMES)
+        np.testing.assert_allclose([r[c] for c in CLASS_NAMES], ref, atol=1e-4)
+
+
+def test_predict_inputs_and_batching(trained_folder, sample_image, tmp_path):
+    out, _ = trained_folder
+    clf = BrainMRIClassifier.from_pretrained(out)
+    rgb = Image.open(sample_image).convert("RGB")
+    gray = rgb.convert("L")
+    rgba = rgb.convert("RGBA")
+    arr16 = (np.asarray(gray).astype(np.uint16) * 257)
+    png16 = tmp_path / "x16.png"
+    Image.fromarray(arr16).save(png16)
+    inputs = [str(sample_image), sample_image, rgb, gray, rgba, np.asarray(rgb), arr16, str(png16),
+              rgb.resize((300, 200))]
+    batch = clf.predict(inputs)
+    assert len(batch) == len(inputs)
+    for d in batch:
+        assert list(d) == list(CLASS_NAMES) and abs(sum(d.values()) - 1) < 1e-5
+    single = clf.predict(sample_image)
+    # the batched result equals the single one, and all lossless encodings of one image agree
+    for d in batch[:6]:
+        np.testing.assert_allclose(list(d.values()), list(single.values()), atol=1e-5)
+    # 16-bit full-range copy of the grey image rescales back to the same 8-bit picture
+    np.testing.assert_allclose(list(batch[6].values()), list(batch[3].values()), atol=1e-5)
+    assert clf.predict([]) == []
+
+
+def test_predict_bad_input_is_clear(trained_folder, tmp_path):
+    out, _ = trained_folder
+    clf = BrainMRIClassifier.from_pretrained(out)
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    with pytest.raises(ValueError, match="Cannot read notes.png"):
+        clf.predict(bad)
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        BrainMRIClassifier.from_pretrained(tmp_path)
+    from brain_mri.hub import HubError
+
+    with pytest.raises(HubError, match="Pass a local model folder"):
+        BrainMRIClassifier.from_pretrained("someone/brain-mri-model")
+
+
+def test_card_holds_measured_metrics(trained_folder):
+    out, _ = trained_folder
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = list(csv.DictReader(open(out / "test_predictions.csv")))
+    # the metrics are those of the predictions written beside them
+    for subset, keep in (("full", lambda r: True), ("leak_free", lambda r: r["leak_free"] == "1")):
+        sel = [r for r in rows if keep(r)]
+        acc = np.mean([r["label"] == r["predicted"] for r in sel])
+        assert metrics["test"][subset]["calibrated"]["accuracy"] == pytest.approx(acc)
+        assert metrics["test"][subset]["calibrated"]["n"] == len(sel)
+    card = (out / "README.md").read_text()
+    lf = metrics["test"]["leak_free"]["calibrated"]
+    full = metrics["test"]["full"]["calibrated"]
+    assert f"Leak-free test accuracy: {lf['accuracy'] * 100:.2f}%" in card
+    assert f"| test, full | {full['n']} | {full['accuracy']:.4f}" in card
+    assert f"T = {metrics['temperature']:.4f}" in card
+    assert f"→ {lf['ece']:.4f}" in card
+    assert "model-index" in card and "trained from scratch" in card
+    assert "Br35H" in card and "not a medical device" in card
+    assert "figures/confusion_leak_free.png" in card
+    assert "train.py --data" in card
+
+
+def test_evaluate_cli_reproduces_card(trained_folder, tiny_data, tmp_path):
+    out, _ = trained_folder
+    root, _ = tiny_data
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "evaluate", "--model", str(out), "--data", str(root),
+                        "--output", str(tmp_path / "m.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads((tmp_path / "m.json").read_text())
+    card = json.loads((out / "metrics.json").read_text())["test"]
+    for subset in ("full", "leak_free"):
+        for k in ("accuracy", "macro_f1", "ece", "nll"):
+            assert got[subset][k] == pytest.approx(card[subset]["calibrated"][k], abs=1e-4), (subset, k)
+    assert "| leak-free |" in r.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "evaluate", "--model", str(tmp_path), "--data", "x"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr

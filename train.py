@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Train a brain-MRI tumour classifier and write a Hub-ready model folder.
+
+Single process:   python train.py --data ../shared/data/brain-tumor-mri --output-dir runs/r18
+Several GPUs:     accelerate launch train.py ...      CPU, 2 processes: torchrun --nproc_per_node 2 train.py --cpu ...
+"""
+import argparse
+
+from brain_mri.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL, DEFAULT_SEED, DEFAULT_VAL_FRACTION
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True,
+                   help="folder in the Kaggle layout (Training/<class>/, Testing/<class>/) or a Hub dataset id")
+    g.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help="share of Training held out for validation, stratified, duplicate groups kept whole "
+                        "(rounded to 1/k; default %(default)s -> 1/6)")
+    g.add_argument("--keep-leaks", action="store_true",
+                   help="keep training images that duplicate a validation/test image (default: drop them)")
+    g.add_argument("--workers", type=int, default=1, help="data loader worker processes (default %(default)s)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="timm architecture (default %(default)s)")
+    g.add_argument("--pretrained", choices=("auto", "yes", "no"), default="auto",
+                   help="ImageNet weights: auto = when the Hub is reachable, else from scratch with a warning; "
+                        "yes = required; no = from scratch (default %(default)s)")
+    g.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
+                   help="square input size in pixels (default %(default)s)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=20, help="maximum epochs (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=32, help="batch size per process (default %(default)s)")
+    g.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (default %(default)s)")
+    g.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default %(default)s)")
+    g.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear warm-up before cosine decay (default %(default)s)")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="(default %(default)s)")
+    g.add_argument("--patience", type=int, default=6,
+                   help="early stop after this many epochs without a better validation macro-F1 (default %(default)s)")
+    g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="bf16",
+                   help="autocast precision; bf16 about doubles speed on a recent CPU (default %(default)s)")
+    g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="(default %(default)s)")
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--output-dir", required=True, help="the model folder to write (checkpoints go in checkpoints/)")
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    g.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the resumable checkpoint after the run (default: delete it, keep the best weights)")
+    g.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                   help="upload the folder to this Hub model repo (token from HF_TOKEN or `hf auth login`)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    import sys
+
+    from brain_mri.cli import run_cli_errors
+    from brain_mri.engine import run_training
+
+    args = parse_args(argv)
+    sys.exit(run_cli_errors(lambda: run_training(args)))
+
+
+if __name__ == "__main__":
+    main()

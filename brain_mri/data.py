@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,19 +52,11 @@ def to_pil_rgb(image) -> Image.Image:
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"No such image file: {path}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return to_pil_rgb(im)
-        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ValueError(f"Cannot read {path.name} as an image: {e}") from e
+        if path.suffix.lower() in (".dcm", ".dicom") or _is_dicom(path):
+            return _array_to_rgb(read_dicom(path))
+        return _open_image(path, path.name)
     if isinstance(image, (bytes, bytearray)):
-        try:
-            with Image.open(io.BytesIO(image)) as im:
-                im.load()
-                return to_pil_rgb(im)
-        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ValueError(f"Cannot read the data as an image: {e}") from e
+        return _open_image(io.BytesIO(image), "the data")
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
     if isinstance(image, Image.Image):
@@ -78,6 +71,53 @@ def to_pil_rgb(image) -> Image.Image:
     raise ValueError(
         f"Expected a file path, PIL image or numpy array, got {type(image).__name__}."
     )
+
+
+def _open_image(fp, name: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                im.load()
+                return to_pil_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(
+            f"Cannot read {name}: it is too large to decode safely (a possible decompression bomb; "
+            f"the limit is {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels)."
+        ) from None
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"Cannot read {name} as an image: {e}") from e
+
+
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_dicom(path) -> np.ndarray:
+    """Pixel data of a single-frame DICOM file, with its modality LUT and window applied.
+
+    Raises:
+        ValueError: not a readable single-image DICOM file.
+    """
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError as e:  # optional dependency of the app
+        raise ValueError("Reading DICOM needs pydicom: pip install pydicom") from e
+    try:
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises many types for broken files
+        raise ValueError(f"Cannot read {Path(path).name} as DICOM: {e}") from e
+    if getattr(ds, "NumberOfFrames", 1) not in (None, "", 1) and arr.ndim >= 3 and arr.shape[0] == int(ds.NumberOfFrames):
+        raise ValueError(f"{Path(path).name} holds {ds.NumberOfFrames} frames; upload a single slice.")
+    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2").startswith("MONOCHROME"):
+        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)  # window centre / width when present
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            arr = arr.max() - arr
+    return np.asarray(arr)
 
 
 def _array_to_rgb(arr: np.ndarray) -> Image.Image:

@@ -124,3 +124,27 @@ def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: b
     except Exception as e:  # HTTP errors carry the reason; the token is not in them
         raise HubError(f"Upload of {folder} to {repo_id} failed: {type(e).__name__}: {e}") from e
     return getattr(commit, "repo_url", f"https://huggingface.co/{repo_id}")
+
+
+def model_facts(source: str) -> dict:
+    """What the app shows about a model: architecture, data, leak-free metrics from its card, link.
+
+    Reads ``README.md`` (the model card) of a local folder, or of a Hub repo when online.
+    """
+    from huggingface_hub import ModelCard
+
+    path = Path(source)
+    facts = {"source": str(source), "link": str(path.resolve()) if path.is_dir() else f"https://huggingface.co/{source}",
+             "arch": None, "dataset": None, "metrics": {}}
+    try:
+        card = ModelCard.load(path / "README.md" if path.is_dir() else source)
+    except Exception:  # no card, or offline: the app still works without the facts
+        return facts
+    data = card.data
+    facts["dataset"] = (data.datasets or [None])[0]
+    for r in data.eval_results or []:
+        facts["metrics"].setdefault(r.dataset_split, {})[r.metric_type] = r.metric_value
+    cfg = path / "config.json"
+    if cfg.is_file():
+        facts["arch"] = json.loads(cfg.read_text()).get("architecture")
+    return facts

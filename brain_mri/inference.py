@@ -1,6 +1,7 @@
 """`BrainMRIClassifier`: load an exported folder or Hub repo and predict."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,18 @@ class BrainMRIClassifier:
     def __init__(self, model: torch.nn.Module, data_config: dict | None = None, class_names=CLASS_NAMES, source: str = ""):
         from timm.data import create_transform
 
+        from .data import geometric_transform
         from .model import model_data_config
 
         self.model = model.eval()
         self.data_config = data_config or model_data_config(model)
         self.transform = create_transform(**self.data_config, is_training=False)
+        self.geometric = geometric_transform(self.data_config)
         self.class_names = tuple(class_names)
         self.source = source
+        # CAM hooks sit on the shared model: one request at a time may run it, so two requests
+        # never mix activations or gradients (and a plain predict never fires a CAM's hooks).
+        self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, folder_or_repo_id: str | Path, device: str = "cpu") -> "BrainMRIClassifier":
@@ -72,10 +78,11 @@ class BrainMRIClassifier:
         """Images of any kind (see :func:`to_pil_rgb`) -> normalised batch."""
         return torch.stack([self.transform(to_pil_rgb(im)) for im in images]).to(self.device)
 
-    @torch.inference_mode()
     def predict_proba(self, images) -> np.ndarray:
         """N x 4 probabilities for a list of images, in one batch."""
-        return torch.softmax(self.model(self.preprocess(images)).float(), dim=1).cpu().numpy()
+        batch = self.preprocess(images)
+        with self._lock, torch.inference_mode():
+            return torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
 
     def predict(self, image_or_list):
         """Class probabilities of one image (a dict) or a list of images (a list of dicts).
@@ -93,3 +100,41 @@ class BrainMRIClassifier:
         return out[0] if single else out
 
     __call__ = predict
+
+    def model_view(self, image) -> np.ndarray:
+        """The image as the model sees it (same resize / crop), uint8 RGB, before normalisation."""
+        return np.asarray(self.geometric(to_pil_rgb(image)), dtype=np.uint8)
+
+    def explain(self, image, method: str = "gradcam", target: str | None = None, opacity: float = 0.5,
+                target_layer: str | None = None):
+        """Probabilities and a class activation map from one forward and one backward pass.
+
+        Args:
+            image: anything :meth:`predict` takes (one image).
+            method: ``gradcam`` (default), ``gradcam++``, ``xgradcam``, ``layercam`` or ``eigencam``.
+            target: the class to explain; default the predicted one.
+            opacity: weight of the heatmap in the overlay, 0 to 1.
+            target_layer: dotted path of the layer to hook, for architectures without a rule.
+
+        Returns:
+            An :class:`~brain_mri.explain.Explanation`.
+        """
+        from .explain import Explanation, compute_cam, make_overlay
+
+        if target is not None and target not in self.class_names:
+            raise ValueError(f"Unknown target class {target!r}; choose one of {', '.join(self.class_names)}.")
+        if not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
+        rgb = to_pil_rgb(image)
+        view = self.model_view(rgb)
+        batch = self.preprocess([rgb])
+        index = None if target is None else self.class_names.index(target)
+        with self._lock:
+            logits, heatmap = compute_cam(self.model, batch, method, index, target_layer)
+        probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
+        explained = int(probs.argmax()) if index is None else index
+        return Explanation(
+            probabilities={c: float(p) for c, p in zip(self.class_names, probs)},
+            target=self.class_names[explained], heatmap=heatmap, image=view,
+            overlay=make_overlay(view, heatmap, opacity), method=method,
+        )

@@ -85,3 +85,10 @@ def sample_image(tiny_data):
 
 
 requires_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is absent")
+
+
+BUNDLED_MODEL = ROOT / "model"
+
+
+requires_bundled_model = pytest.mark.skipif(not (BUNDLED_MODEL / "config.json").is_file(),
+                                            reason="no bundled model in ./model")

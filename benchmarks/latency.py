@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Per-image latency of predict alone and of predict + Grad-CAM, one image at a time.
+
+    python benchmarks/latency.py [--model model] [--images DIR] [--n 100] [--method gradcam]
+
+Images: JPEGs under --images (e.g. ../shared/data/brain-tumor-mri/Testing), else synthetic slices.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from brain_mri import BrainMRIClassifier  # noqa: E402
+from brain_mri.data import to_pil_rgb  # noqa: E402
+
+
+def timings(fn, items, warmup=5):
+    for x in items[:warmup]:
+        fn(x)
+    out = []
+    for x in items:
+        t = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "model"))
+    p.add_argument("--images", help="folder searched for *.jpg")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--method", default="gradcam")
+    args = p.parse_args()
+
+    clf = BrainMRIClassifier.from_pretrained(args.model)
+    if args.images:
+        paths = sorted(Path(args.images).rglob("*.jpg"))[:: max(1, len(sorted(Path(args.images).rglob("*.jpg"))) // args.n)]
+        images = [to_pil_rgb(p) for p in paths[: args.n]]
+    else:
+        rng = np.random.default_rng(0)
+        images = [to_pil_rgb(rng.integers(0, 255, (224, 224), dtype=np.uint8)) for _ in range(args.n)]
+    size = clf.data_config["input_size"][1]
+    rows = [("predict", timings(clf.predict, images)),
+            (f"predict + {args.method}", timings(lambda im: clf.explain(im, method=args.method), images))]
+    print(f"{clf.source} ({size}px), {len(images)} images, one at a time, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print("| task | median ms | p95 ms |\n|---|---:|---:|")
+    for name, t in rows:
+        print(f"| {name} | {statistics.median(t):.1f} | {np.percentile(t, 95):.1f} |")
+    print(f"| ratio (median) | {statistics.median(rows[1][1]) / statistics.median(rows[0][1]):.2f} | |")
+
+
+if __name__ == "__main__":
+    main()

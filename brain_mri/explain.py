@@ -1,0 +1,129 @@
+"""Grad-CAM explanations (pytorch-grad-cam): target layers for timm families, CAMs, overlays."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+
+METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+}
+METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM",
+                 "layercam": "LayerCAM", "eigencam": "EigenCAM"}
+
+
+class UnsupportedArchitecture(ValueError):
+    """No rule picks a CAM target layer for this model; pass ``target_layer`` explicitly."""
+
+
+def get_module(model: torch.nn.Module, dotted: str) -> torch.nn.Module:
+    """``model`` attribute by dotted path, list indices allowed: ``"layer4.-1"``, ``"blocks[-1].norm1"``."""
+    module = model
+    for part in dotted.replace("[", ".").replace("]", "").split("."):
+        if not part:
+            continue
+        try:
+            module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part)
+        except (AttributeError, IndexError, TypeError) as e:
+            raise UnsupportedArchitecture(f"{type(model).__name__} has no module {dotted!r} ({e}).") from e
+    return module
+
+
+def vit_reshape(tensor: torch.Tensor, num_prefix_tokens: int, grid_size) -> torch.Tensor:
+    """ViT tokens (B, prefix + H*W, C) -> (B, C, H, W), dropping class / register tokens."""
+    h, w = grid_size
+    x = tensor[:, num_prefix_tokens:, :]
+    return x.reshape(x.shape[0], h, w, x.shape[-1]).permute(0, 3, 1, 2)
+
+
+def nhwc_to_nchw(tensor: torch.Tensor) -> torch.Tensor:
+    """Swin blocks keep (B, H, W, C)."""
+    return tensor.permute(0, 3, 1, 2)
+
+
+def target_layer_for(model: torch.nn.Module, target_layer: str | None = None):
+    """The layer to hook and the reshape transform for a timm model.
+
+    Rules: ResNet ``layer4[-1]``; EfficientNet / MobileNet ``bn2`` (or ``conv_head``);
+    ConvNeXt ``stages[-1]``; RegNet ``s4``; ViT / DeiT ``blocks[-1].norm1`` with prefix
+    tokens dropped and tokens reshaped to ``patch_embed.grid_size``; Swin
+    ``layers[-1].blocks[-1].norm1`` (NHWC).
+
+    Args:
+        target_layer: a dotted path (``"layer4.-1"``) that overrides the rules; for token
+            outputs (ViT) the reshape still follows the model.
+
+    Raises:
+        UnsupportedArchitecture: no rule applies and no ``target_layer`` was given.
+    """
+    reshape = None
+    if hasattr(model, "patch_embed") and hasattr(model, "blocks") and hasattr(model, "num_prefix_tokens"):
+        grid = model.patch_embed.grid_size
+        reshape = partial(vit_reshape, num_prefix_tokens=model.num_prefix_tokens, grid_size=grid)
+        default = "blocks.-1.norm1"
+    elif hasattr(model, "layers") and type(model).__name__.startswith("SwinTransformer"):
+        reshape = nhwc_to_nchw
+        default = "layers.-1.blocks.-1.norm1"
+    elif hasattr(model, "layer4"):
+        default = "layer4.-1"
+    elif hasattr(model, "stages") and type(model).__name__ == "ConvNeXt":
+        default = "stages.-1"
+    elif hasattr(model, "bn2") and hasattr(model, "conv_head"):
+        default = "bn2"
+    elif hasattr(model, "conv_head"):
+        default = "conv_head"
+    elif hasattr(model, "s4"):
+        default = "s4"
+    elif target_layer is None:
+        raise UnsupportedArchitecture(
+            f"No automatic Grad-CAM layer for {type(model).__name__}. Name one: "
+            "BrainMRIClassifier.explain(..., target_layer='dotted.path.to.layer'), e.g. 'stages.-1'."
+        )
+    return get_module(model, target_layer or default), reshape
+
+
+@dataclass
+class Explanation:
+    """The result of one explained prediction."""
+
+    probabilities: dict  # class -> probability
+    target: str  # the class the CAM explains
+    heatmap: np.ndarray  # H x W float32 in [0, 1], aligned with `image`
+    image: np.ndarray  # H x W x 3 uint8, the input as the model sees it (resized / cropped)
+    overlay: np.ndarray  # H x W x 3 uint8
+    method: str
+
+
+def make_overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Colour ``heatmap`` over ``image`` (uint8 RGB); ``opacity`` is the heatmap's weight."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
+    return show_cam_on_image(image.astype(np.float32) / 255.0, heatmap, use_rgb=True, image_weight=1.0 - opacity)
+
+
+def compute_cam(model, input_tensor, method: str = "gradcam", target_index: int | None = None,
+                target_layer: str | None = None):
+    """One forward and one backward pass: (logits of the batch, CAM of the first image).
+
+    The CAM object is a context manager, so its hooks are removed whatever happens.
+    """
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if method not in METHODS:
+        raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(METHODS)}.")
+    layer, reshape = target_layer_for(model, target_layer)
+    cam_cls = getattr(pytorch_grad_cam, METHODS[method])
+    targets = None if target_index is None else [ClassifierOutputTarget(target_index)] * input_tensor.shape[0]
+    with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        grayscale = cam(input_tensor=input_tensor, targets=targets)
+        logits = cam.outputs.detach().float()
+    return logits, grayscale[0].astype(np.float32)

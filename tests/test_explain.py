@@ -1,0 +1,150 @@
+"""Grad-CAM: target layers per family, one pass, concurrency, hooks, and a sanity check."""
+import threading
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from brain_mri import BrainMRIClassifier
+from brain_mri.config import CLASS_NAMES
+from brain_mri.explain import METHODS, UnsupportedArchitecture, target_layer_for
+from brain_mri.model import model_data_config
+from conftest import BUNDLED_MODEL, requires_bundled_model
+
+
+def _classifier(arch, size=64, **kw):
+    torch.manual_seed(0)
+    model = timm.create_model(arch, num_classes=4, **kw)
+    return BrainMRIClassifier(model, model_data_config(model, size))
+
+
+def _hooks(model):
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("arch, kw", [
+    ("test_resnet", {}), ("test_efficientnet", {}), ("test_convnext", {}), ("test_vit", {"img_size": 64}),
+    ("test_vit", {"img_size": 64, "reg_tokens": 2}),
+])
+def test_cam_per_family(arch, kw, sample_image):
+    clf = _classifier(arch, **kw)
+    e = clf.explain(sample_image)
+    assert e.heatmap.shape == (64, 64) and e.heatmap.dtype == np.float32
+    assert e.heatmap.min() >= 0 and e.heatmap.max() <= 1 and e.heatmap.std() > 1e-3
+    assert e.overlay.shape == e.image.shape == (64, 64, 3) and e.overlay.dtype == np.uint8
+    # probabilities of the CAM pass are those of a plain predict
+    np.testing.assert_allclose(list(e.probabilities.values()), list(clf.predict(sample_image).values()), atol=1e-5)
+    assert e.target == max(e.probabilities, key=e.probabilities.get)
+    assert _hooks(clf.model) == 0
+
+
+def test_vit_reshape_uses_the_models_grid():
+    model = timm.create_model("test_vit", num_classes=4, img_size=96, reg_tokens=3)
+    _, reshape = target_layer_for(model)
+    tokens = torch.randn(2, model.num_prefix_tokens + 6 * 6, 7)
+    assert model.patch_embed.grid_size == (6, 6)
+    assert reshape(tokens).shape == (2, 7, 6, 6)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_and_target(method, sample_image):
+    clf = _classifier("test_resnet")
+    for target in (None, "pituitary"):
+        e = clf.explain(sample_image, method=method, target=target)
+        assert e.method == method and e.heatmap.shape == (64, 64)
+        assert e.target == (target or e.target)
+    assert _hooks(clf.model) == 0
+
+
+def test_one_forward_one_backward(sample_image):
+    clf = _classifier("test_resnet")
+    calls = {"fwd": 0, "bwd": 0}
+    clf.model.register_forward_hook(lambda *a: calls.__setitem__("fwd", calls["fwd"] + 1))
+    clf.model.register_full_backward_hook(lambda *a: calls.__setitem__("bwd", calls["bwd"] + 1))
+    clf.explain(sample_image)
+    assert calls == {"fwd": 1, "bwd": 1}
+
+
+def test_bad_arguments(sample_image):
+    clf = _classifier("test_resnet")
+    with pytest.raises(ValueError, match="Unknown CAM method"):
+        clf.explain(sample_image, method="magic")
+    with pytest.raises(ValueError, match="Unknown target class 'astrocytoma'"):
+        clf.explain(sample_image, target="astrocytoma")
+    with pytest.raises(ValueError, match="opacity"):
+        clf.explain(sample_image, opacity=1.5)
+
+
+def test_unsupported_architecture_names_the_way_out(sample_image):
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.features(x).mean((2, 3)))
+
+    clf = BrainMRIClassifier(Tiny(), {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5,) * 3,
+                                      "std": (0.5,) * 3, "crop_pct": 1.0, "crop_mode": "center"})
+    with pytest.raises(UnsupportedArchitecture, match="target_layer="):
+        clf.explain(sample_image)
+    e = clf.explain(sample_image, target_layer="features.0")
+    assert e.heatmap.shape == (32, 32)
+
+
+def test_concurrent_requests_do_not_mix(tiny_data):
+    root, _ = tiny_data
+    clf = _classifier("test_resnet")
+    images = [root / "Testing" / c / f"Te-{c[:2]}_0002.jpg" for c in CLASS_NAMES]
+    sequential = [clf.explain(p) for p in images]
+    results = {}
+
+    def work(i):
+        for _ in range(3):
+            results.setdefault(i, []).append(clf.explain(images[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, ref in enumerate(sequential):
+        for got in results[i]:
+            np.testing.assert_array_equal(got.heatmap, ref.heatmap)
+            assert got.probabilities == ref.probabilities
+    assert _hooks(clf.model) == 0
+
+
+def test_memory_does_not_grow(sample_image):
+    import gc
+    import resource
+
+    clf = _classifier("test_resnet")
+    for _ in range(30):
+        clf.explain(sample_image)
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(300):
+        clf.explain(sample_image)
+    gc.collect()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 50, grown_mb
+    assert _hooks(clf.model) == 0
+
+
+@requires_bundled_model
+def test_cam_depends_on_learned_weights(sample_image):
+    """Adebayo et al.'s sanity check: randomising the last stage of the trained model changes the map."""
+    clf = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL)
+    before = clf.explain(sample_image).heatmap
+    layer, _ = target_layer_for(clf.model)
+    torch.manual_seed(1)
+    for m in layer.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    after = clf.explain(sample_image).heatmap
+    corr = np.corrcoef(before.ravel(), after.ravel())[0, 1]
+    assert corr < 0.9, corr

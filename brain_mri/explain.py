@@ -1,6 +1,7 @@
 """Grad-CAM explanations (pytorch-grad-cam): target layers for timm families, CAMs, overlays."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -123,7 +124,27 @@ def compute_cam(model, input_tensor, method: str = "gradcam", target_index: int 
     layer, reshape = target_layer_for(model, target_layer)
     cam_cls = getattr(pytorch_grad_cam, METHODS[method])
     targets = None if target_index is None else [ClassifierOutputTarget(target_index)] * input_tensor.shape[0]
-    with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+    with _grad_only_from(model, layer), \
+            cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         grayscale = cam(input_tensor=input_tensor, targets=targets)
         logits = cam.outputs.detach().float()
     return logits, grayscale[0].astype(np.float32)
+
+
+@contextmanager
+def _grad_only_from(model: torch.nn.Module, layer: torch.nn.Module):
+    """Builds the autograd graph from ``layer`` on only: the CAM needs the gradient at that
+    layer's output, and back-propagating through the earlier stages would cost more than the
+    forward pass itself."""
+    keep = {id(p) for p in layer.parameters()}
+    if not keep:  # a layer without weights needs the graph from earlier on
+        yield
+        return
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(id(p) in keep)
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)

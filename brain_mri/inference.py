@@ -30,6 +30,8 @@ class BrainMRIClassifier:
         self.data_config = data_config or model_data_config(model)
         self.transform = create_transform(**self.data_config, is_training=False)
         self.geometric = geometric_transform(self.data_config)
+        # the rest of timm's eval transform (to tensor, normalise), applied to the model's view
+        self.tensorize = type(self.transform)(self.transform.transforms[len(self.geometric.transforms):])
         self.class_names = tuple(class_names)
         self.source = source
         # CAM hooks sit on the shared model: one request at a time may run it, so two requests
@@ -101,10 +103,6 @@ class BrainMRIClassifier:
 
     __call__ = predict
 
-    def model_view(self, image) -> np.ndarray:
-        """The image as the model sees it (same resize / crop), uint8 RGB, before normalisation."""
-        return np.asarray(self.geometric(to_pil_rgb(image)), dtype=np.uint8)
-
     def explain(self, image, method: str = "gradcam", target: str | None = None, opacity: float = 0.5,
                 target_layer: str | None = None):
         """Probabilities and a class activation map from one forward and one backward pass.
@@ -125,9 +123,9 @@ class BrainMRIClassifier:
             raise ValueError(f"Unknown target class {target!r}; choose one of {', '.join(self.class_names)}.")
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
-        rgb = to_pil_rgb(image)
-        view = self.model_view(rgb)
-        batch = self.preprocess([rgb])
+        view_image = self.geometric(to_pil_rgb(image))
+        view = np.asarray(view_image, dtype=np.uint8)
+        batch = self.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
         with self._lock:
             logits, heatmap = compute_cam(self.model, batch, method, index, target_layer)

@@ -124,3 +124,22 @@ def test_not_an_mri_gets_a_warning_not_a_label(server, tmp_path, make):
     assert "⚠️" in note
     assert label is None or not label.get("confidences")
     assert overlay.endswith(".png")
+
+
+def test_offline_hub_model_is_a_clear_error_at_start():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "app.py", "--model", "someone/brain-mri"], cwd=app.HERE,
+                       capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "cannot load the model 'someone/brain-mri'" in r.stderr and "local model folder" in r.stderr
+
+
+def test_model_facts_come_from_the_card(trained_folder):
+    import json
+
+    out, _ = trained_folder
+    facts = app.facts_markdown(BrainMRIClassifier.from_pretrained(out))
+    lf = json.loads((out / "metrics.json").read_text())["test"]["leak_free"]["calibrated"]["accuracy"]
+    assert f"accuracy {round(lf, 4):.2%}" in facts and "test_resnet" in facts and "leak-free" in facts

@@ -91,8 +91,9 @@ def test_unsupported_architecture_names_the_way_out(sample_image):
                                       "std": (0.5,) * 3, "crop_pct": 1.0, "crop_mode": "center"})
     with pytest.raises(UnsupportedArchitecture, match="target_layer="):
         clf.explain(sample_image)
-    e = clf.explain(sample_image, target_layer="features.0")
-    assert e.heatmap.shape == (32, 32)
+    for layer in ("features.0", "features.1"):  # with and without weights of its own
+        e = clf.explain(sample_image, target_layer=layer)
+        assert e.heatmap.shape == (32, 32) and e.heatmap.std() > 1e-3
 
 
 def test_concurrent_requests_do_not_mix(tiny_data):
@@ -141,8 +142,9 @@ def test_cam_depends_on_learned_weights(sample_image):
     clf = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL)
     before = clf.explain(sample_image).heatmap
     layer, _ = target_layer_for(clf.model)
+    stage = getattr(clf.model, "layer4", None) or getattr(clf.model, "stages", [layer])[-1]
     torch.manual_seed(1)
-    for m in layer.modules():
+    for m in stage.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
     after = clf.explain(sample_image).heatmap

@@ -51,7 +51,9 @@ def facts_markdown(clf: BrainMRIClassifier) -> str:
     return "  \n".join(lines)
 
 
-def build_demo(clf: BrainMRIClassifier) -> gr.Blocks:
+def build_demo(clf: BrainMRIClassifier, examples: list[str] | None = None) -> gr.Blocks:
+    examples = EXAMPLES if examples is None else examples
+
     def analyse(image, dicom, method, target, opacity):
         upload = dicom or image
         if not upload:
@@ -93,8 +95,8 @@ def build_demo(clf: BrainMRIClassifier) -> gr.Blocks:
                     overlay = gr.Image(label="Grad-CAM overlay", format="png", interactive=False, height=300)
         button.click(analyse, [image, dicom, method, target, opacity], [label, seen, overlay, note],
                      api_name="predict")
-        if EXAMPLES:
-            gr.Examples(EXAMPLES, inputs=[image])
+        if examples:
+            gr.Examples(examples, inputs=[image], label="Examples")
         gr.Markdown(facts_markdown(clf))
     return demo
 

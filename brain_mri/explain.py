@@ -51,7 +51,8 @@ def nhwc_to_nchw(tensor: torch.Tensor) -> torch.Tensor:
 def target_layer_for(model: torch.nn.Module, target_layer: str | None = None):
     """The layer to hook and the reshape transform for a timm model.
 
-    Rules: ResNet ``layer4[-1]``; EfficientNet / MobileNet ``bn2`` (or ``conv_head``);
+    Rules: ResNet ``layer4[-1]``; EfficientNet / MobileNetV2 ``bn2`` (or ``conv_head``);
+    MobileNetV3 ``blocks[-1]``;
     ConvNeXt ``stages[-1]``; RegNet ``s4``; ViT / DeiT ``blocks[-1].norm1`` with prefix
     tokens dropped and tokens reshaped to ``patch_embed.grid_size``; Swin
     ``layers[-1].blocks[-1].norm1`` (NHWC).
@@ -75,6 +76,8 @@ def target_layer_for(model: torch.nn.Module, target_layer: str | None = None):
         default = "layer4.-1"
     elif hasattr(model, "stages") and type(model).__name__ == "ConvNeXt":
         default = "stages.-1"
+    elif type(model).__name__ == "MobileNetV3":
+        default = "blocks.-1"  # its conv_head comes after global pooling: no spatial map
     elif hasattr(model, "bn2") and hasattr(model, "conv_head"):
         default = "bn2"
     elif hasattr(model, "conv_head"):

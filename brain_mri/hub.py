@@ -14,7 +14,7 @@ from .config import CLASS_NAMES, DISCLAIMER
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+TEMPLATE = Path(__file__).resolve().parent / "model_card.md"  # ./model_card.md links here
 
 
 class HubError(RuntimeError):

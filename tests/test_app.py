@@ -143,3 +143,14 @@ def test_model_facts_come_from_the_card(trained_folder):
     facts = app.facts_markdown(BrainMRIClassifier.from_pretrained(out))
     lf = json.loads((out / "metrics.json").read_text())["test"]["leak_free"]["calibrated"]["accuracy"]
     assert f"accuracy {round(lf, 4):.2%}" in facts and "test_resnet" in facts and "leak-free" in facts
+
+
+def test_gallery_only_when_examples_exist(trained_folder, good_inputs):
+    out, _ = trained_folder
+    clf = BrainMRIClassifier.from_pretrained(out)
+
+    def datasets(demo):
+        return [b for b in demo.blocks.values() if isinstance(b, gr.Dataset)]
+
+    assert not datasets(app.build_demo(clf, examples=[]))
+    assert len(datasets(app.build_demo(clf, examples=[str(good_inputs["jpeg"])]))) == 1

@@ -24,16 +24,21 @@ def _hooks(model):
     return sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
-@pytest.mark.parametrize("arch, kw", [
-    ("test_resnet", {}), ("test_efficientnet", {}), ("test_convnext", {}), ("test_vit", {"img_size": 64}),
-    ("test_vit", {"img_size": 64, "reg_tokens": 2}),
+@pytest.mark.parametrize("arch, kw, size", [
+    ("test_resnet", {}, 64), ("test_efficientnet", {}, 64), ("test_convnext", {}, 64),
+    ("test_vit", {"img_size": 64}, 64), ("test_vit", {"img_size": 64, "reg_tokens": 2}, 64),
+    ("mobilenetv3_small_050", {}, 64), ("regnetx_002", {}, 64),
+    # random Swin weights can give an all-negative Grad-CAM (all zero after ReLU); LayerCAM keeps the map
+    ("swin_tiny_patch4_window7_224", {"method": "layercam"}, 224),
 ])
-def test_cam_per_family(arch, kw, sample_image):
-    clf = _classifier(arch, **kw)
-    e = clf.explain(sample_image)
-    assert e.heatmap.shape == (64, 64) and e.heatmap.dtype == np.float32
+def test_cam_per_family(arch, kw, size, sample_image):
+    kw = dict(kw)
+    method = kw.pop("method", "gradcam")
+    clf = _classifier(arch, size, **kw)
+    e = clf.explain(sample_image, method=method)
+    assert e.heatmap.shape == (size, size) and e.heatmap.dtype == np.float32
     assert e.heatmap.min() >= 0 and e.heatmap.max() <= 1 and e.heatmap.std() > 1e-3
-    assert e.overlay.shape == e.image.shape == (64, 64, 3) and e.overlay.dtype == np.uint8
+    assert e.overlay.shape == e.image.shape == (size, size, 3) and e.overlay.dtype == np.uint8
     # probabilities of the CAM pass are those of a plain predict
     np.testing.assert_allclose(list(e.probabilities.values()), list(clf.predict(sample_image).values()), atol=1e-5)
     assert e.target == max(e.probabilities, key=e.probabilities.get)

@@ -286,6 +286,8 @@ def write_report(out: Path, model, data_config, bundle: DataBundle, test_logits,
         "skipped_files": [n for n, _ in bundle.skipped],
         "split_sizes": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                         "test_leak_free": int(bundle.test_leak_free.sum())},
+        "training": {"seconds": round(train_seconds, 1), "epochs_run": len(history), "best_epoch": best_epoch,
+                     "pretrained": used_pretrained},
     }
     _atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     write_predictions(out / "test_predictions.csv", bundle.test.names, test_labels,

@@ -40,6 +40,9 @@ def parse_args(argv=None):
     g.add_argument("--label-smoothing", type=float, default=0.1, help="(default %(default)s)")
     g.add_argument("--patience", type=int, default=6,
                    help="early stop after this many epochs without a better validation macro-F1 (default %(default)s)")
+    g.add_argument("--model-ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
+                        "validate / export it; 0 = off (default %(default)s)")
     g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="bf16",
                    help="autocast precision; bf16 about doubles speed on a recent CPU (default %(default)s)")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="(default %(default)s)")
@@ -50,6 +53,8 @@ def parse_args(argv=None):
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     g.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the resumable checkpoint after the run (default: delete it, keep the best weights)")
+    g.add_argument("--card-notes", metavar="FILE", default=None,
+                   help="markdown added to the model card (e.g. a backbone sweep table, what the CAMs show)")
     g.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                    help="upload the folder to this Hub model repo (token from HF_TOKEN or `hf auth login`)")
     return p.parse_args(argv)

@@ -75,6 +75,9 @@ def main(argv=None):
     pr = sub.add_parser("predict", help="class probabilities of image files")
     pr.add_argument("--model", required=True, help="model folder or Hub repo id")
     pr.add_argument("images", nargs="+", help="image files")
+    c = sub.add_parser("card", help="render a model folder's card again, optionally with notes")
+    c.add_argument("--model", required=True, help="model folder written by train.py")
+    c.add_argument("--notes", help="markdown file for the 'Model selection and explanations' section")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
 
@@ -88,4 +91,11 @@ def main(argv=None):
         for path in args.images:
             print(json.dumps({"file": path, **clf.predict(path)}))
 
-    return run_cli_errors(evaluate_cmd if args.command == "evaluate" else predict_cmd)
+    def card_cmd():
+        from .engine import rerender_card
+
+        rerender_card(Path(args.model), Path(args.notes).read_text() if args.notes else None)
+        print(f"wrote {Path(args.model) / 'README.md'}")
+
+    commands = {"evaluate": evaluate_cmd, "predict": predict_cmd, "card": card_cmd}
+    return run_cli_errors(commands[args.command])

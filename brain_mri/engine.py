@@ -27,6 +27,7 @@ from .model import create_model, fold_temperature, model_data_config
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+CARD_CONTEXT = "card_context.json"
 
 
 def make_loader(split, batch_size: int, shuffle: bool, workers: int, seed: int = 0, drop_last: bool = False):
@@ -39,8 +40,8 @@ def make_loader(split, batch_size: int, shuffle: bool, workers: int, seed: int =
 
 
 def train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, normalize, augment, epoch,
-                    total_epochs, seed):
-    """One epoch; returns (mean loss, accuracy) over all processes."""
+                    total_epochs, seed, ema=None):
+    """One epoch; returns (mean loss, accuracy) over all processes. ``ema``: a timm ModelEmaV3 to update."""
     model.train()
     gen = torch.Generator().manual_seed(seed * 1000 + epoch * 10 + accelerator.process_index)
     loss_sum = torch.zeros((), device=accelerator.device)
@@ -48,6 +49,7 @@ def train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion,
     seen = torch.zeros((), device=accelerator.device)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not accelerator.is_local_main_process,
                leave=False, dynamic_ncols=True)
+    step = epoch * math.ceil(len(loader) / accelerator.gradient_accumulation_steps)  # optimizer steps so far
     for images, labels, _ in bar:
         with accelerator.accumulate(model):
             inputs = normalize(augment(images, gen))
@@ -57,6 +59,9 @@ def train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion,
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        if ema is not None and accelerator.sync_gradients:
+            step += 1
+            ema.update(accelerator.unwrap_model(model), step=step)
         n = labels.shape[0]
         loss_sum += loss.detach().float() * n
         correct += (logits.argmax(1) == labels).sum()
@@ -86,8 +91,10 @@ def _atomic_write(path: Path, text: str):
     os.replace(tmp, path)
 
 
-def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict):
-    """save_state into a temporary folder, then swap it in: a kill never leaves a half checkpoint."""
+def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
+    """save_state into a temporary folder, then swap it in: a kill never leaves a half checkpoint.
+
+    The weight average (``ema``) goes beside it as safetensors rather than a pickle."""
     last, tmp, old = ckpt_dir / "last", ckpt_dir / "last.tmp", ckpt_dir / "last.old"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -95,6 +102,10 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict):
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        if ema is not None:
+            from safetensors.torch import save_model
+
+            save_model(ema.module, str(tmp / "ema.safetensors"))
         if last.exists():
             os.replace(last, old)
         os.replace(tmp, last)
@@ -183,6 +194,12 @@ def run_training(args) -> Path:
     scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(
         optimizer, int(args.warmup_epochs * steps_per_epoch) * accelerator.num_processes,
         total_steps * accelerator.num_processes))
+    ema = None
+    if args.model_ema:
+        from timm.utils import ModelEmaV3
+
+        # the average of the weights is what gets validated, kept and exported
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.model_ema, use_warmup=True)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     val_criterion = torch.nn.CrossEntropyLoss()
 
@@ -192,6 +209,10 @@ def run_training(args) -> Path:
         if found:
             accelerator.load_state(str(found))
             state = json.loads((found / STATE_FILE).read_text())
+            if ema is not None:
+                from safetensors.torch import load_model
+
+                load_model(ema.module, str(found / "ema.safetensors"))
             logger.info("Resumed from %s after epoch %d", found, state["epoch"])
         else:
             logger.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
@@ -201,8 +222,9 @@ def run_training(args) -> Path:
         epoch = state["epoch"]
         t0 = time.time()
         train_loss, train_acc = train_one_epoch(accelerator, model, train_loader, optimizer, scheduler, criterion,
-                                                normalize, augment, epoch, args.epochs, args.seed)
-        logits, labels = predict_logits(accelerator, model, val_loader, normalize)
+                                                normalize, augment, epoch, args.epochs, args.seed, ema)
+        evaluated = model if ema is None else ema.module
+        logits, labels = predict_logits(accelerator, evaluated, val_loader, normalize)
         m = classification_metrics(labels, softmax(logits))
         val_loss = float(val_criterion(torch.from_numpy(logits), torch.from_numpy(labels)))
         state["train_seconds"] += time.time() - t0
@@ -213,14 +235,14 @@ def run_training(args) -> Path:
         state["history"].append(row)
         if m["macro_f1"] > state["best_f1"]:
             state.update(best_f1=m["macro_f1"], best_epoch=epoch + 1, bad_epochs=0)
-            _save_best(accelerator, model, best_path)
+            _save_best(accelerator, evaluated, best_path)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         logger.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f | %.0fs",
                     epoch + 1, args.epochs, train_loss, train_acc, val_loss, m["accuracy"], m["macro_f1"],
                     row["seconds"])
-        _save_checkpoint(accelerator, ckpt_dir, state)
+        _save_checkpoint(accelerator, ckpt_dir, state, ema)
         if accelerator.is_main_process:
             _write_log(out / "training_log.csv", state["history"])
     if state["bad_epochs"] >= args.patience:
@@ -294,15 +316,28 @@ def write_report(out: Path, model, data_config, bundle: DataBundle, test_logits,
                       softmax(test_logits, temperature), bundle.test_leak_free)
     figures = write_figures(out, test_labels, test_logits, temperature, bundle.test_leak_free, history)
     _write_log(out / "training_log.csv", history)
-    render_card(out, card_context(metrics, figures, args, used_pretrained, train_seconds, best_epoch,
-                                  processes, device, mixed_precision, data_config, len(history)))
+    context = card_context(metrics, figures, args, used_pretrained, train_seconds, best_epoch, processes, device,
+                           mixed_precision, data_config, len(history))
+    # kept so that `python -m brain_mri card` can render the card again with more notes
+    _atomic_write(out / CARD_CONTEXT, json.dumps({k: v for k, v in context.items() if k != "metrics"}, indent=1))
+    render_card(out, context)
+
+
+def rerender_card(folder: Path, notes: str | None = None) -> None:
+    """Renders ``folder/README.md`` again from its saved context and metrics, with new ``notes``."""
+    from .hub import render_card
+
+    context = json.loads((folder / CARD_CONTEXT).read_text())
+    context["metrics"] = json.loads((folder / "metrics.json").read_text())
+    context["eval_table"] = [tuple(row) for row in context["eval_table"]]
+    if notes is not None:
+        context["notes"] = notes
+    render_card(folder, context)
 
 
 def card_context(metrics, figures, args, used_pretrained, train_seconds, best_epoch, processes, device,
                  mixed_precision, data_config, epochs_run) -> dict:
     """Variables for ``model_card.md``."""
-    import torch as _torch
-
     data = str(args.data)
     is_local = Path(data).is_dir()
     command = json.loads((Path(args.output_dir) / "training_args.json").read_text())["command"]
@@ -324,7 +359,7 @@ def card_context(metrics, figures, args, used_pretrained, train_seconds, best_ep
         "best_epoch": best_epoch,
         "train_minutes": round(train_seconds / 60, 1),
         "hardware": f"{processes} x {device} ({platform.processor() or platform.machine()}, "
-                    f"{os.cpu_count()} CPU threads), torch {_torch.__version__}, mixed precision {mixed_precision}",
+                    f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {mixed_precision}",
         "metrics": metrics,
         "eval_table": eval_table,
         "figures": figures,
@@ -333,4 +368,5 @@ def card_context(metrics, figures, args, used_pretrained, train_seconds, best_ep
         "sizes": metrics["split_sizes"],
         "skipped": metrics["skipped_files"],
         "class_names": list(CLASS_NAMES),
+        "notes": Path(args.card_notes).read_text() if args.card_notes else "",
     }

@@ -21,7 +21,7 @@ def test_resume_after_kill_mid_epoch(tiny_data, tmp_path):
     out = tmp_path / "run"
     epochs = 4
     args = ["--data", root, "--epochs", epochs, "--output-dir", out, *TINY_ARGS, "--image-size", "96",
-            "--batch-size", "1", "--patience", "100"]
+            "--batch-size", "1", "--patience", "100", "--model-ema", "0.9"]
     # TQDM_MININTERVAL=0: the progress bar reports every step, so the kill lands inside an epoch
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

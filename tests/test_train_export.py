@@ -159,3 +159,22 @@ def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "brain_mri", "evaluate", "--model", str(tmp_path), "--data", "x"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_card_rendered_again_with_notes(trained_folder, tmp_path):
+    import shutil
+
+    out, _ = trained_folder
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    before = (folder / "README.md").read_text()
+    notes = tmp_path / "notes.md"
+    notes.write_text("### Backbone sweep\n| model | val macro-F1 |\n|---|---:|\n| test_resnet | 0.5 |\n")
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "card", "--model", str(folder), "--notes", str(notes)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = (folder / "README.md").read_text()
+    assert "## Model selection and explanations" in after and "| test_resnet | 0.5 |" in after
+    assert "## Model selection and explanations" not in before
+    # everything else is the same card
+    assert after.replace(after[after.index("## Model selection"):after.index("## Limitations")], "") == before

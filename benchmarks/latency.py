@@ -41,8 +41,8 @@ def main():
 
     clf = BrainMRIClassifier.from_pretrained(args.model)
     if args.images:
-        paths = sorted(Path(args.images).rglob("*.jpg"))[:: max(1, len(sorted(Path(args.images).rglob("*.jpg"))) // args.n)]
-        images = [to_pil_rgb(p) for p in paths[: args.n]]
+        paths = sorted(Path(args.images).rglob("*.jpg"))
+        images = [to_pil_rgb(p) for p in paths[:: max(1, len(paths) // args.n)][: args.n]]
     else:
         rng = np.random.default_rng(0)
         images = [to_pil_rgb(rng.integers(0, 255, (224, 224), dtype=np.uint8)) for _ in range(args.n)]

@@ -409,14 +409,19 @@ class DataBundle:
     skipped: list
 
 
-def geometric_transform(data_config: dict):
-    """The resize / crop part of timm's eval transform for ``data_config``, as PIL -> PIL."""
+def split_eval_transform(data_config: dict):
+    """timm's eval transform for ``data_config``, split where the image becomes a tensor.
+
+    Returns:
+        ``(geometric, tensorize)``: resize / crop (PIL -> PIL) and to-tensor + normalise;
+        composed, they are exactly ``timm.data.create_transform(..., is_training=False)``.
+    """
     from timm.data import create_transform
     from torchvision import transforms as T
 
-    tf = create_transform(**data_config, is_training=False)
-    keep = [t for t in tf.transforms if not isinstance(t, (T.ToTensor, T.Normalize)) and "ToTensor" not in type(t).__name__]
-    return T.Compose(keep)
+    steps = create_transform(**data_config, is_training=False).transforms
+    first = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+    return T.Compose(steps[:first]), T.Compose(steps[first:])
 
 
 def prepare_data(
@@ -437,7 +442,7 @@ def prepare_data(
     from sklearn.model_selection import StratifiedGroupKFold
 
     raw = load_raw_splits(source)
-    geometric = geometric_transform(data_config)
+    geometric, _ = split_eval_transform(data_config)
     train, skipped = decode_split(raw["train"], geometric, "train", progress)
     test, skipped_test = decode_split(raw["test"], geometric, "test", progress)
     skipped += skipped_test

@@ -21,17 +21,13 @@ class BrainMRIClassifier:
     """
 
     def __init__(self, model: torch.nn.Module, data_config: dict | None = None, class_names=CLASS_NAMES, source: str = ""):
-        from timm.data import create_transform
-
-        from .data import geometric_transform
+        from .data import split_eval_transform
         from .model import model_data_config
 
         self.model = model.eval()
         self.data_config = data_config or model_data_config(model)
-        self.transform = create_transform(**self.data_config, is_training=False)
-        self.geometric = geometric_transform(self.data_config)
-        # the rest of timm's eval transform (to tensor, normalise), applied to the model's view
-        self.tensorize = type(self.transform)(self.transform.transforms[len(self.geometric.transforms):])
+        # timm's eval transform in two halves: explain() needs the resized image in between
+        self.geometric, self.tensorize = split_eval_transform(self.data_config)
         self.class_names = tuple(class_names)
         self.source = source
         # CAM hooks sit on the shared model: one request at a time may run it, so two requests
@@ -78,7 +74,7 @@ class BrainMRIClassifier:
 
     def preprocess(self, images) -> torch.Tensor:
         """Images of any kind (see :func:`to_pil_rgb`) -> normalised batch."""
-        return torch.stack([self.transform(to_pil_rgb(im)) for im in images]).to(self.device)
+        return torch.stack([self.tensorize(self.geometric(to_pil_rgb(im))) for im in images]).to(self.device)
 
     def predict_proba(self, images) -> np.ndarray:
         """N x 4 probabilities for a list of images, in one batch."""

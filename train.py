@@ -38,6 +38,10 @@ def parse_args(argv=None):
     g.add_argument("--warmup-epochs", type=float, default=1.0,
                    help="linear warm-up before cosine decay (default %(default)s)")
     g.add_argument("--label-smoothing", type=float, default=0.1, help="(default %(default)s)")
+    g.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup alpha; 0 turns it off (default %(default)s)")
+    g.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                   help="CutMix alpha; 0 turns it off; with --mixup too, each batch uses one of them (default %(default)s)")
     g.add_argument("--patience", type=int, default=6,
                    help="early stop after this many epochs without a better validation macro-F1 (default %(default)s)")
     g.add_argument("--model-ema", type=float, default=0.0, metavar="DECAY",

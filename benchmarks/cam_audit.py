@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from brain_mri import BrainMRIClassifier  # noqa: E402
 from brain_mri.config import CLASS_NAMES  # noqa: E402
-from brain_mri.explain import head_energy_share  # noqa: E402
+from brain_mri.explain import head_energy_share, head_mask  # noqa: E402
 
 
 def main():
@@ -26,25 +26,32 @@ def main():
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="Testing")
     p.add_argument("--method", default="gradcam")
+    p.add_argument("--target-layer", default=None, help="dotted layer path; default the family's rule")
     p.add_argument("--grid", help="PNG path for a grid of overlays (outside the repository)")
     p.add_argument("--per-class", type=int, default=8, help="overlays per class in the grid")
     args = p.parse_args()
 
     clf = BrainMRIClassifier.from_pretrained(args.model)
-    shares, grid = {c: [] for c in CLASS_NAMES}, {c: [] for c in CLASS_NAMES}
+    shares, areas, grid = ({c: [] for c in CLASS_NAMES} for _ in range(3))
     for c in CLASS_NAMES:
         for path in sorted((Path(args.data) / args.split / c).glob("*.jpg")):
-            e = clf.explain(path, method=args.method)
+            e = clf.explain(path, method=args.method, target_layer=args.target_layer)
             shares[c].append(head_energy_share(e.heatmap, e.image))
+            areas[c].append(head_mask(e.image).mean())
             if len(grid[c]) < args.per_class:
                 grid[c].append(np.hstack([e.image, e.overlay]))
     every = np.concatenate([shares[c] for c in CLASS_NAMES])
-    print(f"{clf.source}, {args.method}, {len(every)} images of {args.split}")
-    print("| class | images | mean share in head | median | images with share >= 0.9 |\n|---|---:|---:|---:|---:|")
-    for c in CLASS_NAMES:
-        s = np.asarray(shares[c])
-        print(f"| {c} | {len(s)} | {s.mean():.3f} | {np.median(s):.3f} | {(s >= 0.9).mean():.3f} |")
-    print(f"| all | {len(every)} | {every.mean():.3f} | {np.median(every):.3f} | {(every >= 0.9).mean():.3f} |")
+    print(f"{clf.source}, {args.method} on {args.target_layer or 'the default layer'}, {len(every)} images of {args.split}")
+    # An all-zero CAM (every channel weighted negative) has no energy to place: counted apart.
+    # The head's share of the image is what a flat, uninformative CAM would score.
+    print("| class | images | empty CAMs | mean share in head | median | images with share >= 0.9 | head's share of image |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+    table = [(c, np.asarray(shares[c]), np.asarray(areas[c])) for c in CLASS_NAMES]
+    table.append(("all", every, np.concatenate([areas[c] for c in CLASS_NAMES])))
+    for name, s, a in table:
+        ok = s[~np.isnan(s)]
+        print(f"| {name} | {len(s)} | {len(s) - len(ok)} | {ok.mean():.3f} | {np.median(ok):.3f} "
+              f"| {(ok >= 0.9).mean():.3f} | {a.mean():.3f} |")
     if args.grid:
         from PIL import Image
 

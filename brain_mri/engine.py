@@ -39,9 +39,35 @@ def make_loader(split, batch_size: int, shuffle: bool, workers: int, seed: int =
     )
 
 
+def make_mixup(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+    """timm's batch Mixup / CutMix (switching 50/50 when both alphas are set), or None when both are 0.
+
+    Its own label smoothing stays off: the loss smooths the mixed targets, as it does plain labels.
+    """
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise ValueError(f"--mixup and --cutmix take an alpha >= 0, got {mixup_alpha} and {cutmix_alpha}.")
+    if not (mixup_alpha or cutmix_alpha):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=0.0, num_classes=num_classes)
+
+
+def mix_batch(mixup, inputs: torch.Tensor, labels: torch.Tensor):
+    """(inputs, targets): mixed inputs and soft targets, or the batch as it is without ``mixup`` or
+    when the batch is odd (timm pairs each image with its mirror in the batch)."""
+    if mixup is None or inputs.shape[0] % 2:
+        return inputs, labels
+    return mixup(inputs, labels)
+
+
 def train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, normalize, augment, epoch,
-                    total_epochs, seed, ema=None):
-    """One epoch; returns (mean loss, accuracy) over all processes. ``ema``: a timm ModelEmaV3 to update."""
+                    total_epochs, seed, ema=None, mixup=None):
+    """One epoch; returns (mean loss, accuracy) over all processes.
+
+    ``ema``: a timm ModelEmaV3 to update; ``mixup``: from :func:`make_mixup` (accuracy is then
+    counted against the unmixed labels).
+    """
     model.train()
     gen = torch.Generator().manual_seed(seed * 1000 + epoch * 10 + accelerator.process_index)
     loss_sum = torch.zeros((), device=accelerator.device)
@@ -52,9 +78,9 @@ def train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion,
     step = epoch * math.ceil(len(loader) / accelerator.gradient_accumulation_steps)  # optimizer steps so far
     for images, labels, _ in bar:
         with accelerator.accumulate(model):
-            inputs = normalize(augment(images, gen))
+            inputs, targets = mix_batch(mixup, normalize(augment(images, gen)), labels)
             logits = model(inputs)
-            loss = criterion(logits, labels)
+            loss = criterion(logits, targets)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -200,7 +226,8 @@ def run_training(args) -> Path:
 
         # the average of the weights is what gets validated, kept and exported
         ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.model_ema, use_warmup=True)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)  # takes soft targets too
+    mixup = make_mixup(args.mixup, args.cutmix, len(CLASS_NAMES))
     val_criterion = torch.nn.CrossEntropyLoss()
 
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
@@ -222,7 +249,7 @@ def run_training(args) -> Path:
         epoch = state["epoch"]
         t0 = time.time()
         train_loss, train_acc = train_one_epoch(accelerator, model, train_loader, optimizer, scheduler, criterion,
-                                                normalize, augment, epoch, args.epochs, args.seed, ema)
+                                                normalize, augment, epoch, args.epochs, args.seed, ema, mixup)
         evaluated = model if ema is None else ema.module
         logits, labels = predict_logits(accelerator, evaluated, val_loader, normalize)
         m = classification_metrics(labels, softmax(logits))

@@ -151,6 +151,21 @@ def test_batch_augment_keeps_shape_range_and_varies():
     assert torch.equal(a, aug(x, torch.Generator().manual_seed(0)))
 
 
+def test_mixup_gives_soft_targets_and_leaves_odd_batches_alone():
+    from brain_mri.engine import make_mixup, mix_batch
+
+    assert make_mixup(0.0, 0.0, 4) is None
+    with pytest.raises(ValueError, match="alpha >= 0"):
+        make_mixup(-0.2, 0.0, 4)
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    mixed, targets = mix_batch(make_mixup(1.0, 0.0, 4), x.clone(), y)
+    assert targets.shape == (6, 4) and torch.allclose(targets.sum(1), torch.ones(6))
+    assert (targets.max(1).values < 1).any()  # labels of two images blended
+    assert not torch.equal(mixed, x)
+    odd_x, odd_y = mix_batch(make_mixup(1.0, 0.0, 4), x[:5].clone(), y[:5])
+    assert torch.equal(odd_x, x[:5]) and torch.equal(odd_y, y[:5])
+
+
 def test_hub_dataset_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="Cannot load the Hub dataset 'someone/brain-mri'.*local folder"):

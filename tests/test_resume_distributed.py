@@ -60,12 +60,13 @@ def test_resume_after_kill_mid_epoch(tiny_data, tmp_path):
 def test_two_process_training(tiny_data, tmp_path):
     root, _ = tiny_data
     out = tmp_path / "ddp"
-    r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS,
+    r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS, "--mixup", "0.2", "--cutmix", "1.0",
                   launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stderr
     # only the main process logs and writes
     assert r.stderr.count("Model folder:") == 1
+    assert json.loads((out / "training_args.json").read_text())["mixup"] == 0.2
     for f in ("config.json", "model.safetensors", "README.md", "metrics.json"):
         assert (out / f).is_file()
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Does left-right flip test-time augmentation pay for its latency? Decided on validation.
+
+    python benchmarks/tta.py --model model --data ../shared/data/brain-tumor-mri
+
+Rebuilds the run's validation split (seed and fraction from ``training_args.json``), scores it
+with and without averaging the flipped image's probabilities, and times one image at a time
+(the flip doubles the batch). Test figures are printed for the record, not for choosing.
+"""
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from brain_mri import BrainMRIClassifier  # noqa: E402
+from brain_mri.data import Normalize, prepare_data  # noqa: E402
+from brain_mri.engine import make_loader, predict_logits  # noqa: E402
+from brain_mri.metrics import softmax  # noqa: E402
+
+
+def probabilities(accelerator, model, split, normalize, flip: bool):
+    if flip:
+        split = dataclasses.replace(split, images=split.images[..., ::-1].copy())
+    loader = accelerator.prepare(make_loader(split, 64, False, 0))
+    logits, labels = predict_logits(accelerator, model, loader, normalize)
+    return softmax(logits), labels
+
+
+def median_ms(model, batch, repeats: int) -> float:
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 5):
+            t = time.perf_counter()
+            model(batch)
+            if i >= 5:  # warm-up
+                times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def main():
+    from accelerate import Accelerator
+    from sklearn.metrics import accuracy_score, f1_score
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--repeats", type=int, default=100, help="timed single-image runs")
+    args = p.parse_args()
+
+    run = json.loads((Path(args.model) / "training_args.json").read_text())
+    clf = BrainMRIClassifier.from_pretrained(args.model)
+    bundle = prepare_data(args.data, clf.data_config, run["val_fraction"], run["seed"], progress=False)
+    accelerator = Accelerator()
+    model = clf.model.to(accelerator.device)
+    normalize = Normalize(clf.data_config["mean"], clf.data_config["std"]).to(accelerator.device)
+
+    size = clf.data_config["input_size"][-1]
+    one = torch.randn(1, 3, size, size, device=accelerator.device)
+    ms = {False: median_ms(model, one, args.repeats), True: median_ms(model, one.repeat(2, 1, 1, 1), args.repeats)}
+    print(f"{clf.source}, {size} px, {torch.get_num_threads()} threads")
+    print("| split | TTA | accuracy | macro-F1 | forward median (ms) |\n|---|---|---:|---:|---:|")
+    leak_free = bundle.test.subset(np.flatnonzero(bundle.test_leak_free))
+    for name, split in (("val", bundle.val), ("test (leak-free)", leak_free)):
+        plain, labels = probabilities(accelerator, model, split, normalize, flip=False)
+        flipped, _ = probabilities(accelerator, model, split, normalize, flip=True)
+        for tta, prob in ((False, plain), (True, (plain + flipped) / 2)):
+            pred = prob.argmax(1)
+            print(f"| {name} | {'flip' if tta else 'none'} | {accuracy_score(labels, pred):.4f} "
+                  f"| {f1_score(labels, pred, average='macro'):.4f} | {ms[tta]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.latency import timings  # noqa: E402
 from brain_mri import BrainMRIClassifier  # noqa: E402
 from brain_mri.data import Normalize, prepare_data  # noqa: E402
 from brain_mri.engine import make_loader, predict_logits  # noqa: E402
@@ -35,14 +35,8 @@ def probabilities(accelerator, model, split, normalize, flip: bool):
 
 
 def median_ms(model, batch, repeats: int) -> float:
-    times = []
     with torch.inference_mode():
-        for i in range(repeats + 5):
-            t = time.perf_counter()
-            model(batch)
-            if i >= 5:  # warm-up
-                times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+        return statistics.median(timings(model, [batch] * repeats))
 
 
 def main():

@@ -173,6 +173,7 @@ def run_training(args) -> Path:
 
     ``args`` is the namespace of ``train.py``.
     """
+    mixup = make_mixup(args.mixup, args.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
     accelerator = Accelerator(
         mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision,
         gradient_accumulation_steps=args.grad_accum,
@@ -227,7 +228,6 @@ def run_training(args) -> Path:
         # the average of the weights is what gets validated, kept and exported
         ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.model_ema, use_warmup=True)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)  # takes soft targets too
-    mixup = make_mixup(args.mixup, args.cutmix, len(CLASS_NAMES))
     val_criterion = torch.nn.CrossEntropyLoss()
 
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [], "train_seconds": 0.0}

@@ -5,19 +5,16 @@
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
 from brain_mri import DISCLAIMER, BrainMRIClassifier
-from brain_mri.config import CLASS_NAMES, DISPLAY_NAMES, IMAGE_EXTENSIONS
-from brain_mri.data import to_pil_rgb
-from brain_mri.explain import METHOD_LABELS
-from brain_mri.hub import model_facts
-from brain_mri.quality import mri_warning
+from brain_mri.config import CAM_METHODS, CLASS_NAMES, DISPLAY_NAMES, IMAGE_EXTENSIONS
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = HERE / "model"
+BUNDLED_MODEL = HERE / "model"
 MAX_FILE_SIZE = "20mb"
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS + (".dcm",))
 
@@ -33,16 +30,16 @@ class MRIImage(gr.Image):
 
 
 def load_model(source: str | None) -> BrainMRIClassifier:
-    source = source or os.environ.get("BRAIN_MRI_MODEL") or str(DEFAULT_MODEL)
+    source = source or os.environ.get("BRAIN_MRI_MODEL") or str(BUNDLED_MODEL)
     try:
         return BrainMRIClassifier.from_pretrained(source)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"error: cannot load the model {source!r}: {e}\n"
-                 f"Pass --model with a local model folder (for example {DEFAULT_MODEL}) or set BRAIN_MRI_MODEL.")
+                 f"Pass --model with a local model folder (for example {BUNDLED_MODEL}) or set BRAIN_MRI_MODEL.")
 
 
 def facts_markdown(clf: BrainMRIClassifier) -> str:
-    facts = model_facts(clf.source)
+    facts = clf.facts()
     lines = [f"**Model:** [{clf.source}]({facts['link']})" + (f" · `{facts['arch']}`" if facts["arch"] else "")]
     if facts["dataset"]:
         lines.append(f"**Trained on:** {facts['dataset']} (Kaggle Brain Tumor MRI Dataset, deduplicated)")
@@ -51,26 +48,30 @@ def facts_markdown(clf: BrainMRIClassifier) -> str:
     return "  \n".join(lines)
 
 
+def analyse(clf: BrainMRIClassifier, image, dicom, method, target, opacity):
+    """The Analyse button: (label, image as the model sees it, CAM overlay, note) for one upload.
+
+    A bad upload raises ``gr.Error`` with a plain message; an image that does not look like a
+    brain MRI slice gets a warning instead of a label.
+    """
+    upload = dicom or image
+    if not upload:
+        raise gr.Error("Upload an MRI slice first (JPEG, PNG or DICOM).")
+    try:
+        result = clf.explain(upload, method=method, target=None if target == "predicted" else target,
+                             opacity=float(opacity))
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    note = f"Heatmap: **{CAM_METHODS[method][1]}** for **{DISPLAY_NAMES[result.target]}**."
+    if result.warning:
+        gr.Warning(result.warning)
+        return None, result.image, result.overlay, f"### ⚠️ {result.warning}\n\n{note}"
+    label = {DISPLAY_NAMES[c]: p for c, p in result.probabilities.items()}
+    return label, result.image, result.overlay, note
+
+
 def build_demo(clf: BrainMRIClassifier, examples: list[str] | None = None) -> gr.Blocks:
     examples = EXAMPLES if examples is None else examples
-
-    def analyse(image, dicom, method, target, opacity):
-        upload = dicom or image
-        if not upload:
-            raise gr.Error("Upload an MRI slice first (JPEG, PNG or DICOM).")
-        try:
-            rgb = to_pil_rgb(upload)
-            result = clf.explain(rgb, method=method, target=None if target == "predicted" else target,
-                                 opacity=float(opacity))
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
-        warning = mri_warning(rgb)
-        label = {DISPLAY_NAMES[c]: p for c, p in result.probabilities.items()}
-        note = f"Heatmap: **{METHOD_LABELS[method]}** for **{DISPLAY_NAMES[result.target]}**."
-        if warning:
-            gr.Warning(warning)
-            return None, result.image, result.overlay, f"### ⚠️ {warning}\n\n{note}"
-        return label, result.image, result.overlay, note
 
     with gr.Blocks(title="Brain MRI tumour classifier") as demo:
         gr.Markdown("# Brain MRI tumour classifier with Grad-CAM\n"
@@ -82,7 +83,8 @@ def build_demo(clf: BrainMRIClassifier, examples: list[str] | None = None) -> gr
                 image = MRIImage(label="MRI slice (JPEG or PNG: drop, click or paste)", type="filepath",
                                  sources=["upload", "clipboard"], image_mode=None, height=320)
                 dicom = gr.File(label="…or a DICOM file (.dcm)", file_types=[".dcm", ".dicom"], type="filepath")
-                method = gr.Dropdown([(v, k) for k, v in METHOD_LABELS.items()], value="gradcam", label="CAM method")
+                method = gr.Dropdown([(name, k) for k, (_, name) in CAM_METHODS.items()], value="gradcam",
+                                     label="CAM method")
                 target = gr.Dropdown([("predicted class", "predicted")] + [(DISPLAY_NAMES[c], c) for c in CLASS_NAMES],
                                      value="predicted", label="Explain class")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
@@ -93,7 +95,7 @@ def build_demo(clf: BrainMRIClassifier, examples: list[str] | None = None) -> gr
                 with gr.Row():
                     seen = gr.Image(label="Input as the model sees it", format="png", interactive=False, height=300)
                     overlay = gr.Image(label="Grad-CAM overlay", format="png", interactive=False, height=300)
-        button.click(analyse, [image, dicom, method, target, opacity], [label, seen, overlay, note],
+        button.click(partial(analyse, clf), [image, dicom, method, target, opacity], [label, seen, overlay, note],
                      api_name="predict")
         if examples:
             gr.Examples(examples, inputs=[image], label="Examples")

@@ -5,8 +5,14 @@ Single process:   python train.py --data ../shared/data/brain-tumor-mri --output
 Several GPUs:     accelerate launch train.py ...      CPU, 2 processes: torchrun --nproc_per_node 2 train.py --cpu ...
 """
 import argparse
+import logging
+import sys
+from pathlib import Path
 
-from brain_mri.config import DEFAULT_IMAGE_SIZE, DEFAULT_MODEL, DEFAULT_SEED, DEFAULT_VAL_FRACTION
+# Only the stdlib config before the arguments are parsed: --help stays instant.
+from brain_mri.config import TrainConfig
+
+D = TrainConfig  # the flags' defaults are its field defaults
 
 
 def parse_args(argv=None):
@@ -14,42 +20,42 @@ def parse_args(argv=None):
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True,
                    help="folder in the Kaggle layout (Training/<class>/, Testing/<class>/) or a Hub dataset id")
-    g.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+    g.add_argument("--val-fraction", type=float, default=D.val_fraction,
                    help="share of Training held out for validation, stratified, duplicate groups kept whole "
                         "(rounded to 1/k; default %(default)s -> 1/6)")
     g.add_argument("--keep-leaks", action="store_true",
                    help="keep training images that duplicate a validation/test image (default: drop them)")
-    g.add_argument("--workers", type=int, default=1, help="data loader worker processes (default %(default)s)")
+    g.add_argument("--workers", type=int, default=D.workers, help="data loader worker processes (default %(default)s)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="timm architecture (default %(default)s)")
-    g.add_argument("--pretrained", choices=("auto", "yes", "no"), default="auto",
+    g.add_argument("--model", default=D.model, help="timm architecture (default %(default)s)")
+    g.add_argument("--pretrained", choices=("auto", "yes", "no"), default=D.pretrained,
                    help="ImageNet weights: auto = when the Hub is reachable, else from scratch with a warning; "
                         "yes = required; no = from scratch (default %(default)s)")
-    g.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
+    g.add_argument("--image-size", type=int, default=D.image_size,
                    help="square input size in pixels (default %(default)s)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=20, help="maximum epochs (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=32, help="batch size per process (default %(default)s)")
-    g.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (default %(default)s)")
-    g.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default %(default)s)")
-    g.add_argument("--warmup-epochs", type=float, default=1.0,
+    g.add_argument("--epochs", type=int, default=D.epochs, help="maximum epochs (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=D.batch_size, help="batch size per process (default %(default)s)")
+    g.add_argument("--grad-accum", type=int, default=D.grad_accum, help="gradient accumulation steps (default %(default)s)")
+    g.add_argument("--lr", type=float, default=D.lr, help="peak AdamW learning rate (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay (default %(default)s)")
+    g.add_argument("--warmup-epochs", type=float, default=D.warmup_epochs,
                    help="linear warm-up before cosine decay (default %(default)s)")
-    g.add_argument("--label-smoothing", type=float, default=0.1, help="(default %(default)s)")
-    g.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+    g.add_argument("--label-smoothing", type=float, default=D.label_smoothing, help="(default %(default)s)")
+    g.add_argument("--mixup", type=float, default=D.mixup, metavar="ALPHA",
                    help="mixup alpha; 0 turns it off (default %(default)s)")
-    g.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+    g.add_argument("--cutmix", type=float, default=D.cutmix, metavar="ALPHA",
                    help="CutMix alpha; 0 turns it off; with --mixup too, each batch uses one of them (default %(default)s)")
-    g.add_argument("--patience", type=int, default=6,
+    g.add_argument("--patience", type=int, default=D.patience,
                    help="early stop after this many epochs without a better validation macro-F1 (default %(default)s)")
-    g.add_argument("--model-ema", type=float, default=0.0, metavar="DECAY",
+    g.add_argument("--model-ema", type=float, default=D.model_ema, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
                         "validate / export it; 0 = off (default %(default)s)")
-    g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="bf16",
+    g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=D.mixed_precision,
                    help="autocast precision; bf16 about doubles speed on a recent CPU (default %(default)s)")
-    g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="(default %(default)s)")
+    g.add_argument("--seed", type=int, default=D.seed, help="(default %(default)s)")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
 
     g = p.add_argument_group("output")
@@ -65,13 +71,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    import sys
-
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     from brain_mri.cli import run_cli_errors
     from brain_mri.engine import run_training
 
-    args = parse_args(argv)
-    sys.exit(run_cli_errors(lambda: run_training(args)))
+    command = " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else [str(a) for a in argv]))
+    cfg = TrainConfig(**vars(args), command=command)
+    sys.exit(run_cli_errors(lambda: run_training(cfg)))
 
 
 if __name__ == "__main__":

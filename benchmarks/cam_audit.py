@@ -8,16 +8,13 @@ grid of overlays per class for a person to look at: it shows dataset images, so 
 the repository (``runs/`` is ignored) and never commit it.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from brain_mri import BrainMRIClassifier  # noqa: E402
-from brain_mri.config import CLASS_NAMES  # noqa: E402
-from brain_mri.explain import head_energy_share, head_mask  # noqa: E402
+from brain_mri import BrainMRIClassifier
+from brain_mri.config import CLASS_NAMES
+from brain_mri.explain import head_energy_share, head_mask
 
 
 def main():

@@ -7,17 +7,20 @@ Images: JPEGs under --images (e.g. ../shared/data/brain-tumor-mri/Testing), else
 """
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from brain_mri import BrainMRIClassifier
+from brain_mri.images import to_pil_rgb
 
-from brain_mri import BrainMRIClassifier  # noqa: E402
-from brain_mri.data import to_pil_rgb  # noqa: E402
+
+def sample_images(folder, n: int) -> list:
+    """``n`` decoded JPEGs spread evenly over the sorted files under ``folder``."""
+    paths = sorted(Path(folder).rglob("*.jpg"))
+    return [to_pil_rgb(p) for p in paths[:: max(1, len(paths) // n)][:n]]
 
 
 def timings(fn, items, warmup=5):
@@ -41,8 +44,7 @@ def main():
 
     clf = BrainMRIClassifier.from_pretrained(args.model)
     if args.images:
-        paths = sorted(Path(args.images).rglob("*.jpg"))
-        images = [to_pil_rgb(p) for p in paths[:: max(1, len(paths) // args.n)][: args.n]]
+        images = sample_images(args.images, args.n)
     else:
         rng = np.random.default_rng(0)
         images = [to_pil_rgb(rng.integers(0, 255, (224, 224), dtype=np.uint8)) for _ in range(args.n)]

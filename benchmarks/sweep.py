@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main():
@@ -42,13 +40,11 @@ def main():
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
 
-    from latency import timings
+    from latency import sample_images, timings  # beside this script
 
     from brain_mri import BrainMRIClassifier
-    from brain_mri.data import to_pil_rgb
 
-    paths = sorted(Path(args.data).glob("Testing/*/*.jpg"))
-    images = [to_pil_rgb(q) for q in paths[:: max(1, len(paths) // args.latency_images)][: args.latency_images]]
+    images = sample_images(Path(args.data) / "Testing", args.latency_images)
     rows = ["| model | params (M) | weights (MB) | input | val macro-F1 | leak-free test acc | full test acc | "
             "predict median (ms) | training (min, epochs) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arch in args.archs:

@@ -3,25 +3,21 @@
 
     python benchmarks/train_throughput.py [--data ../shared/data/brain-tumor-mri] [--model resnet18]
 
-Both sides run the same ``train_one_epoch`` with the same model, optimizer, batch size and
+Both sides run the same ``Trainer.train_epoch`` with the same model, optimizer, batch size and
 precision; the model-only side feeds ready, normalised tensors and skips augmentation.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import set_seed  # noqa: E402
-
-from brain_mri.data import BatchAugment, DecodedSplit, Normalize, prepare_data  # noqa: E402
-from brain_mri.engine import make_loader, train_one_epoch  # noqa: E402
-from brain_mri.model import create_model, model_data_config  # noqa: E402
+from brain_mri.data import DecodedSplit, make_loader, prepare_data
+from brain_mri.engine import Trainer
+from brain_mri.model import create_model, model_data_config
+from brain_mri.transforms import BatchAugment, Normalize
 
 
 class _Constant(torch.utils.data.Dataset):
@@ -39,10 +35,11 @@ def timed_epoch(accelerator, model, loader, normalize, augment, steps):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     model_p, opt_p, loader_p, sched_p = accelerator.prepare(model, optimizer, loader, scheduler)
-    crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    train_one_epoch(accelerator, model_p, loader_p, opt_p, sched_p, crit, normalize, augment, 0, 1, 0)  # warm-up
+    trainer = Trainer(accelerator, model_p, opt_p, sched_p, torch.nn.CrossEntropyLoss(label_smoothing=0.1),
+                      normalize, augment)
+    trainer.train_epoch(loader_p, 0, 1, 0)  # warm-up
     t = time.perf_counter()
-    train_one_epoch(accelerator, model_p, loader_p, opt_p, sched_p, crit, normalize, augment, 1, 1, 0)
+    trainer.train_epoch(loader_p, 1, 1, 0)
     return steps * loader.batch_size / (time.perf_counter() - t)
 
 

@@ -11,26 +11,22 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from latency import timings  # beside this script
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.latency import timings  # noqa: E402
-from brain_mri import BrainMRIClassifier  # noqa: E402
-from brain_mri.data import Normalize, prepare_data  # noqa: E402
-from brain_mri.engine import make_loader, predict_logits  # noqa: E402
-from brain_mri.metrics import softmax  # noqa: E402
+from brain_mri.data import prepare_data
+from brain_mri.evaluate import split_logits
+from brain_mri.metrics import softmax
+from brain_mri.model import load_exported
 
 
-def probabilities(accelerator, model, split, normalize, flip: bool):
+def probabilities(accelerator, model, split, data_config, flip: bool):
     if flip:
         split = dataclasses.replace(split, images=split.images[..., ::-1].copy())
-    loader = accelerator.prepare(make_loader(split, 64, False, 0))
-    logits, labels = predict_logits(accelerator, model, loader, normalize)
+    logits, labels = split_logits(accelerator, model, split, data_config)
     return softmax(logits), labels
 
 
@@ -50,21 +46,20 @@ def main():
     args = p.parse_args()
 
     run = json.loads((Path(args.model) / "training_args.json").read_text())
-    clf = BrainMRIClassifier.from_pretrained(args.model)
-    bundle = prepare_data(args.data, clf.data_config, run["val_fraction"], run["seed"], progress=False)
+    model, data_config = load_exported(args.model)
+    bundle = prepare_data(args.data, data_config, run["val_fraction"], run["seed"], progress=False)
     accelerator = Accelerator()
-    model = clf.model.to(accelerator.device)
-    normalize = Normalize(clf.data_config["mean"], clf.data_config["std"]).to(accelerator.device)
+    model = model.to(accelerator.device)
 
-    size = clf.data_config["input_size"][-1]
+    size = data_config["input_size"][-1]
     one = torch.randn(1, 3, size, size, device=accelerator.device)
     ms = {False: median_ms(model, one, args.repeats), True: median_ms(model, one.repeat(2, 1, 1, 1), args.repeats)}
-    print(f"{clf.source}, {size} px, {torch.get_num_threads()} threads")
+    print(f"{args.model}, {size} px, {torch.get_num_threads()} threads")
     print("| split | TTA | accuracy | macro-F1 | forward median (ms) |\n|---|---|---:|---:|---:|")
     leak_free = bundle.test.subset(np.flatnonzero(bundle.test_leak_free))
     for name, split in (("val", bundle.val), ("test (leak-free)", leak_free)):
-        plain, labels = probabilities(accelerator, model, split, normalize, flip=False)
-        flipped, _ = probabilities(accelerator, model, split, normalize, flip=True)
+        plain, labels = probabilities(accelerator, model, split, data_config, flip=False)
+        flipped, _ = probabilities(accelerator, model, split, data_config, flip=True)
         for tta, prob in ((False, plain), (True, (plain + flipped) / 2)):
             pred = prob.argmax(1)
             print(f"| {name} | {'flip' if tta else 'none'} | {accuracy_score(labels, pred):.4f} "

@@ -1,6 +1,15 @@
 """brain-mri: brain MRI tumour classification with Grad-CAM explanations."""
 from .config import CLASS_NAMES, DISCLAIMER
-from .inference import BrainMRIClassifier
 
 __all__ = ["BrainMRIClassifier", "CLASS_NAMES", "DISCLAIMER"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # torch loads only when the classifier is asked for: `brain_mri.config` stays instant
+    # (train.py --help, the app's start-up reads it before anything heavy).
+    if name == "BrainMRIClassifier":
+        from .inference import BrainMRIClassifier
+
+        return BrainMRIClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

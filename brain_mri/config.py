@@ -1,4 +1,10 @@
-"""Project-wide constants: class names, defaults and the disclaimer."""
+"""Project-wide constants, the training configuration and its defaults, the disclaimer.
+
+Stdlib only: ``train.py --help`` and the app read this module before anything heavy loads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 #: Class folder names in the classifier's index order.
 CLASS_NAMES = ("glioma", "meningioma", "notumor", "pituitary")
@@ -11,15 +17,24 @@ DISPLAY_NAMES = {
     "pituitary": "Pituitary tumour",
 }
 
+#: CAM methods: id -> (pytorch-grad-cam class name, display name).
+CAM_METHODS = {
+    "gradcam": ("GradCAM", "Grad-CAM"),
+    "gradcam++": ("GradCAMPlusPlus", "Grad-CAM++"),
+    "xgradcam": ("XGradCAM", "XGrad-CAM"),
+    "layercam": ("LayerCAM", "LayerCAM"),
+    "eigencam": ("EigenCAM", "EigenCAM"),
+}
+
 #: Kaggle folder names and the ``datasets`` splits they become.
 KAGGLE_SPLITS = {"Training": "train", "Testing": "test"}
+DATASET_ID = "masoudnickparvar/brain-tumor-mri-dataset"
+DATASET_NAME = "Brain Tumor MRI Dataset (Kaggle)"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-DEFAULT_MODEL = "resnet18"
-DEFAULT_IMAGE_SIZE = 160
-DEFAULT_SEED = 42
-DEFAULT_VAL_FRACTION = 0.15
+#: Licence of the code and of the exported weights.
+LICENSE = "apache-2.0"
 
 #: Near-duplicate test: mean absolute difference of 16x16 grayscale thumbnails, in grey
 #: levels (0-255). Read off the nearest-neighbour distance distribution of the Kaggle set:
@@ -35,3 +50,37 @@ DISCLAIMER = (
     "diagnosis, treatment or any clinical decision. Its output can be wrong; a qualified "
     "radiologist must read every scan."
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run. ``train.py`` fills it from its flags, which have the same names;
+    the defaults here are the flags' defaults."""
+
+    data: str
+    val_fraction: float = 0.15
+    keep_leaks: bool = False
+    workers: int = 1
+    model: str = "resnet18"  # a timm architecture
+    pretrained: str = "auto"
+    image_size: int = 160
+    epochs: int = 20
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    patience: int = 6
+    model_ema: float = 0.0
+    mixed_precision: str = "bf16"
+    seed: int = 42
+    cpu: bool = False
+    output_dir: str
+    resume: bool = False
+    keep_checkpoints: bool = False
+    card_notes: str | None = None
+    push_to_hub: str | None = None
+    command: str = ""  # the command line, for the model card

@@ -1,123 +1,95 @@
-"""The training loop (accelerate), evaluation passes, and one whole run: data -> export."""
+"""Training with accelerate: one epoch, checkpoints, the loop, and one whole run from data to model folder."""
 from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import logging
 import math
 import os
 import platform
 import shutil
-import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from .config import CLASS_NAMES
-from .data import ArrayDataset, BatchAugment, DataBundle, Normalize, prepare_data
+from .card import card_context, write_card
+from .config import CLASS_NAMES, TrainConfig
+from .data import DataBundle, make_loader, prepare_data
+from .evaluate import predict_logits, write_predictions
 from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
-from .model import create_model, fold_temperature, model_data_config
+from .model import create_model, export_model, fold_temperature, model_data_config
+from .transforms import BatchAugment, Normalize, make_mixup, mix_batch
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-CARD_CONTEXT = "card_context.json"
 
 
-def make_loader(split, batch_size: int, shuffle: bool, workers: int, seed: int = 0, drop_last: bool = False):
-    """DataLoader over decoded uint8 arrays; workers only slice tensors, so they stay cheap."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        ArrayDataset(split), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-        num_workers=workers, persistent_workers=workers > 0, generator=g,
-    )
+@dataclass
+class Trainer:
+    """The prepared pieces of a run that one epoch needs."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    criterion: torch.nn.Module
+    normalize: torch.nn.Module
+    augment: torch.nn.Module
+    ema: object = None  # timm ModelEmaV3: updated each step; validated and exported instead of the model
+    mixup: object = None  # from make_mixup; accuracy is then counted against the unmixed labels
+
+    def train_epoch(self, loader, epoch: int, total_epochs: int, seed: int) -> tuple[float, float]:
+        """One epoch; returns (mean loss, accuracy) over all processes."""
+        acc, model = self.accelerator, self.model
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 1000 + epoch * 10 + acc.process_index)
+        loss_sum, correct, seen = (torch.zeros((), device=acc.device) for _ in range(3))
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not acc.is_local_main_process,
+                   leave=False, dynamic_ncols=True)
+        step = epoch * math.ceil(len(loader) / acc.gradient_accumulation_steps)  # optimizer steps so far
+        for images, labels, _ in bar:
+            with acc.accumulate(model):
+                inputs, targets = mix_batch(self.mixup, self.normalize(self.augment(images, gen)), labels)
+                logits = model(inputs)
+                loss = self.criterion(logits, targets)
+                acc.backward(loss)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None and acc.sync_gradients:
+                step += 1
+                self.ema.update(acc.unwrap_model(model), step=step)
+            n = labels.shape[0]
+            loss_sum += loss.detach().float() * n
+            correct += (logits.argmax(1) == labels).sum()
+            seen += n
+            bar.set_postfix(loss=f"{loss_sum.item() / seen.item():.3f}", acc=f"{correct.item() / seen.item():.3f}",
+                            lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+        totals = acc.reduce(torch.stack([loss_sum, correct, seen]), reduction="sum")
+        return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What is validated, kept and exported: the weight average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
 
-def make_mixup(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
-    """timm's batch Mixup / CutMix (switching 50/50 when both alphas are set), or None when both are 0.
-
-    Its own label smoothing stays off: the loss smooths the mixed targets, as it does plain labels.
-    """
-    if mixup_alpha < 0 or cutmix_alpha < 0:
-        raise ValueError(f"--mixup and --cutmix take an alpha >= 0, got {mixup_alpha} and {cutmix_alpha}.")
-    if not (mixup_alpha or cutmix_alpha):
-        return None
-    from timm.data import Mixup
-
-    return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=0.0, num_classes=num_classes)
-
-
-def mix_batch(mixup, inputs: torch.Tensor, labels: torch.Tensor):
-    """(inputs, targets): mixed inputs and soft targets, or the batch as it is without ``mixup`` or
-    when the batch is odd (timm pairs each image with its mirror in the batch)."""
-    if mixup is None or inputs.shape[0] % 2:
-        return inputs, labels
-    return mixup(inputs, labels)
-
-
-def train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, normalize, augment, epoch,
-                    total_epochs, seed, ema=None, mixup=None):
-    """One epoch; returns (mean loss, accuracy) over all processes.
-
-    ``ema``: a timm ModelEmaV3 to update; ``mixup``: from :func:`make_mixup` (accuracy is then
-    counted against the unmixed labels).
-    """
-    model.train()
-    gen = torch.Generator().manual_seed(seed * 1000 + epoch * 10 + accelerator.process_index)
-    loss_sum = torch.zeros((), device=accelerator.device)
-    correct = torch.zeros((), device=accelerator.device)
-    seen = torch.zeros((), device=accelerator.device)
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not accelerator.is_local_main_process,
-               leave=False, dynamic_ncols=True)
-    step = epoch * math.ceil(len(loader) / accelerator.gradient_accumulation_steps)  # optimizer steps so far
-    for images, labels, _ in bar:
-        with accelerator.accumulate(model):
-            inputs, targets = mix_batch(mixup, normalize(augment(images, gen)), labels)
-            logits = model(inputs)
-            loss = criterion(logits, targets)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        if ema is not None and accelerator.sync_gradients:
-            step += 1
-            ema.update(accelerator.unwrap_model(model), step=step)
-        n = labels.shape[0]
-        loss_sum += loss.detach().float() * n
-        correct += (logits.argmax(1) == labels).sum()
-        seen += n
-        bar.set_postfix(loss=f"{loss_sum.item() / seen.item():.3f}", acc=f"{correct.item() / seen.item():.3f}",
-                        lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    totals = accelerator.reduce(torch.stack([loss_sum, correct, seen]), reduction="sum")
-    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-
-
-@torch.no_grad()
-def predict_logits(accelerator, model, loader, normalize):
-    """Logits, labels and dataset indices of every sample, gathered across processes, in order."""
-    model.eval()
-    outs = []
-    for images, labels, idx in loader:
-        logits = model(normalize(images)).float()
-        outs.append(accelerator.gather_for_metrics((logits, labels, idx)))
-    logits, labels, idx = (torch.cat(t).cpu().numpy() for t in zip(*outs))
-    order = np.argsort(idx, kind="stable")
-    return logits[order], labels[order]
-
-
+# ----------------------------------------------------------------------------- checkpoints
 def _atomic_write(path: Path, text: str):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
+def save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
     """save_state into a temporary folder, then swap it in: a kill never leaves a half checkpoint.
 
     The weight average (``ema``) goes beside it as safetensors rather than a pickle."""
@@ -139,12 +111,20 @@ def _save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
     accelerator.wait_for_everyone()
 
 
-def _find_checkpoint(ckpt_dir: Path) -> Path | None:
-    # A kill between the two renames leaves only last.old, which is complete.
-    for name in ("last", "last.old"):
-        if (ckpt_dir / name / STATE_FILE).is_file():
-            return ckpt_dir / name
-    return None
+def load_checkpoint(accelerator, ckpt_dir: Path, ema=None) -> dict | None:
+    """Restores the last complete checkpoint; returns its trainer state, or None when there is none."""
+    from safetensors.torch import load_model
+
+    # A kill between the two renames of save_checkpoint leaves only last.old, which is complete.
+    found = next((ckpt_dir / n for n in ("last", "last.old") if (ckpt_dir / n / STATE_FILE).is_file()), None)
+    if found is None:
+        return None
+    accelerator.load_state(str(found))
+    if ema is not None:
+        load_model(ema.module, str(found / "ema.safetensors"))
+    state = json.loads((found / STATE_FILE).read_text())
+    logger.info("Resumed from %s after epoch %d", found, state["epoch"])
+    return state
 
 
 def _save_best(accelerator, model, path: Path):
@@ -159,8 +139,6 @@ def _save_best(accelerator, model, path: Path):
 def _write_log(path: Path, history: list[dict]):
     if not history:
         return
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(history[0]))
     w.writeheader()
@@ -168,232 +146,148 @@ def _write_log(path: Path, history: list[dict]):
     _atomic_write(path, buf.getvalue())
 
 
-def run_training(args) -> Path:
-    """Trains, calibrates, evaluates and exports; returns the model folder.
-
-    ``args`` is the namespace of ``train.py``.
-    """
-    mixup = make_mixup(args.mixup, args.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
-    accelerator = Accelerator(
-        mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision,
-        gradient_accumulation_steps=args.grad_accum,
-        cpu=args.cpu,
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        force=True)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+# ----------------------------------------------------------------------------- the run
+def run_training(cfg: TrainConfig) -> Path:
+    """Trains, calibrates, evaluates and exports; returns the model folder."""
+    mixup = make_mixup(cfg.mixup, cfg.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
+    accelerator = Accelerator(mixed_precision=None if cfg.mixed_precision == "no" else cfg.mixed_precision,
+                              gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu)
     if not accelerator.is_main_process:
-        logging.getLogger("brain_mri").setLevel(logging.ERROR)
-    set_seed(args.seed)
-    out = Path(args.output_dir)
-    ckpt_dir = out / "checkpoints"
+        logging.getLogger("brain_mri").setLevel(logging.ERROR)  # one process speaks
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
     if accelerator.is_main_process:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "training_args.json", json.dumps(
-            {**vars(args), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}, indent=2))
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "training_args.json", json.dumps(asdict(cfg), indent=2))
     accelerator.wait_for_everyone()
     logger.info("%d process(es), device %s, mixed precision %s", accelerator.num_processes,
                 accelerator.device, accelerator.mixed_precision)
 
-    model, used_pretrained = create_model(args.model, args.pretrained, args.image_size)
-    data_config = model_data_config(model, args.image_size)
-    bundle = prepare_data(args.data, data_config, args.val_fraction, args.seed, drop_leaks=not args.keep_leaks,
+    model, used_pretrained = create_model(cfg.model, cfg.pretrained, cfg.image_size)
+    data_config = model_data_config(model, cfg.image_size)
+    bundle = prepare_data(cfg.data, data_config, cfg.val_fraction, cfg.seed, drop_leaks=not cfg.keep_leaks,
                           progress=accelerator.is_local_main_process)
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),
                 len(bundle.test), int(bundle.test_leak_free.sum()))
+    trainer, loaders = _prepare(cfg, accelerator, model, data_config, bundle, mixup)
+    state = _fit(cfg, trainer, loaders, out)
 
+    accelerator.wait_for_everyone()
+    _finish(cfg, trainer, loaders, bundle, data_config, state, used_pretrained)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if cfg.push_to_hub and accelerator.is_main_process:
+        from .hub import push_to_hub
+
+        logger.info("Pushed to %s", push_to_hub(out, cfg.push_to_hub))
+    return out
+
+
+def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBundle, mixup):
+    """Loaders, optimiser, schedule and weight average, prepared by accelerate."""
     # each process needs at least one full batch of its shard
-    batch = max(1, min(args.batch_size, len(bundle.train) // accelerator.num_processes))
-    train_loader = make_loader(bundle.train, batch, True, args.workers, args.seed, drop_last=True)
-    val_loader = make_loader(bundle.val, args.batch_size, False, 0)
-    test_loader = make_loader(bundle.test, args.batch_size, False, 0)
-    normalize = Normalize(data_config["mean"], data_config["std"]).to(accelerator.device)
-    augment = BatchAugment()
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    batch = max(1, min(cfg.batch_size, len(bundle.train) // accelerator.num_processes))
+    train_loader = make_loader(bundle.train, batch, True, cfg.workers, cfg.seed, drop_last=True)
+    val_loader = make_loader(bundle.val, cfg.batch_size, False, 0)
+    test_loader = make_loader(bundle.test, cfg.batch_size, False, 0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
-    total_steps = steps_per_epoch * args.epochs
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     from transformers import get_cosine_schedule_with_warmup
 
     # accelerate steps a prepared scheduler once per process per optimizer step
     scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(
-        optimizer, int(args.warmup_epochs * steps_per_epoch) * accelerator.num_processes,
-        total_steps * accelerator.num_processes))
+        optimizer, int(cfg.warmup_epochs * steps_per_epoch) * accelerator.num_processes,
+        steps_per_epoch * cfg.epochs * accelerator.num_processes))
     ema = None
-    if args.model_ema:
+    if cfg.model_ema:
         from timm.utils import ModelEmaV3
 
-        # the average of the weights is what gets validated, kept and exported
-        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=args.model_ema, use_warmup=True)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)  # takes soft targets too
-    val_criterion = torch.nn.CrossEntropyLoss()
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.model_ema, use_warmup=True)
+    trainer = Trainer(accelerator, model, optimizer, scheduler,
+                      criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),  # soft targets too
+                      normalize=Normalize(data_config["mean"], data_config["std"]).to(accelerator.device),
+                      augment=BatchAugment(), ema=ema, mixup=mixup)
+    return trainer, {"train": train_loader, "val": val_loader, "test": test_loader}
 
+
+def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
+    """Epochs until ``cfg.epochs`` or early stop, resuming and checkpointing; returns the trainer state."""
+    accelerator, ckpt_dir = trainer.accelerator, out / "checkpoints"
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
-    if args.resume:
-        found = _find_checkpoint(ckpt_dir)
-        if found:
-            accelerator.load_state(str(found))
-            state = json.loads((found / STATE_FILE).read_text())
-            if ema is not None:
-                from safetensors.torch import load_model
-
-                load_model(ema.module, str(found / "ema.safetensors"))
-            logger.info("Resumed from %s after epoch %d", found, state["epoch"])
-        else:
+    if cfg.resume:
+        resumed = load_checkpoint(accelerator, ckpt_dir, trainer.ema)
+        if resumed is None:
             logger.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
-
-    best_path = ckpt_dir / "best.safetensors"
-    while state["epoch"] < args.epochs and state["bad_epochs"] < args.patience:
-        epoch = state["epoch"]
-        t0 = time.time()
-        train_loss, train_acc = train_one_epoch(accelerator, model, train_loader, optimizer, scheduler, criterion,
-                                                normalize, augment, epoch, args.epochs, args.seed, ema, mixup)
-        evaluated = model if ema is None else ema.module
-        logits, labels = predict_logits(accelerator, evaluated, val_loader, normalize)
+        state = resumed or state
+    val_criterion = torch.nn.CrossEntropyLoss()
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch, t0 = state["epoch"], time.time()
+        train_loss, train_acc = trainer.train_epoch(loaders["train"], epoch, cfg.epochs, cfg.seed)
+        logits, labels = predict_logits(accelerator, trainer.evaluated, loaders["val"], trainer.normalize)
         m = classification_metrics(labels, softmax(logits))
         val_loss = float(val_criterion(torch.from_numpy(logits), torch.from_numpy(labels)))
         state["train_seconds"] += time.time() - t0
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "train_acc": round(train_acc, 5),
                "val_loss": round(val_loss, 5), "val_acc": round(m["accuracy"], 5),
-               "val_macro_f1": round(m["macro_f1"], 5), "lr": scheduler.get_last_lr()[0],
+               "val_macro_f1": round(m["macro_f1"], 5), "lr": trainer.scheduler.get_last_lr()[0],
                "seconds": round(time.time() - t0, 1)}
         state["history"].append(row)
         if m["macro_f1"] > state["best_f1"]:
             state.update(best_f1=m["macro_f1"], best_epoch=epoch + 1, bad_epochs=0)
-            _save_best(accelerator, evaluated, best_path)
+            _save_best(accelerator, trainer.evaluated, ckpt_dir / "best.safetensors")
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         logger.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f | %.0fs",
-                    epoch + 1, args.epochs, train_loss, train_acc, val_loss, m["accuracy"], m["macro_f1"],
+                    epoch + 1, cfg.epochs, train_loss, train_acc, val_loss, m["accuracy"], m["macro_f1"],
                     row["seconds"])
-        _save_checkpoint(accelerator, ckpt_dir, state, ema)
+        save_checkpoint(accelerator, ckpt_dir, state, trainer.ema)
         if accelerator.is_main_process:
             _write_log(out / "training_log.csv", state["history"])
-    if state["bad_epochs"] >= args.patience:
-        logger.info("Early stop: validation macro-F1 has not improved for %d epochs", args.patience)
+    if state["bad_epochs"] >= cfg.patience:
+        logger.info("Early stop: validation macro-F1 has not improved for %d epochs", cfg.patience)
+    return state
 
-    # Final evaluation in float32 with the best weights, so that any loader reproduces it.
-    accelerator.wait_for_everyone()
+
+def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundle, data_config: dict,
+            state: dict, used_pretrained: bool) -> None:
+    """Best weights -> temperature on validation -> test metrics -> the model folder (main process writes)."""
     from safetensors.torch import load_model
 
-    final = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    load_model(final, str(best_path))  # to CPU, then copied onto the device
-    val_logits, val_labels = predict_logits(accelerator, final, val_loader, normalize)
-    test_logits, test_labels = predict_logits(accelerator, final, test_loader, normalize)
+    accelerator, out = trainer.accelerator, Path(cfg.output_dir)
+    # Final evaluation in float32 with the best weights, so that any loader reproduces it.
+    final = accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    load_model(final, str(out / "checkpoints" / "best.safetensors"))  # to CPU, then copied onto the device
+    val_logits, val_labels = predict_logits(accelerator, final, loaders["val"], trainer.normalize)
+    test_logits, test_labels = predict_logits(accelerator, final, loaders["test"], trainer.normalize)
     temperature = fit_temperature(val_logits, val_labels)
     logger.info("temperature %.4f (fitted on validation)", temperature)
-
-    if accelerator.is_main_process:
-        export = copy.deepcopy(final).float().cpu()
-        fold_temperature(export, temperature)
-        write_report(
-            out, export, data_config, bundle, test_logits, test_labels, temperature,
-            val_metrics=classification_metrics(val_labels, softmax(val_logits, temperature)),
-            history=state["history"], args=args, used_pretrained=used_pretrained,
-            train_seconds=state["train_seconds"], best_epoch=state["best_epoch"],
-            processes=accelerator.num_processes, device=str(accelerator.device),
-            mixed_precision=str(accelerator.mixed_precision),
-        )
-        if not args.keep_checkpoints:
-            shutil.rmtree(ckpt_dir / "last", ignore_errors=True)
-        logger.info("Model folder: %s", out)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-
-    if args.push_to_hub and accelerator.is_main_process:
-        from .hub import push_to_hub
-
-        url = push_to_hub(out, args.push_to_hub)
-        logger.info("Pushed to %s", url)
-    return out
-
-
-def write_predictions(path: Path, names, labels, probs, leak_free):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "label", "predicted", "leak_free", *[f"p_{c}" for c in CLASS_NAMES]])
-        for n, y, p, lf in zip(names, labels, probs, leak_free):
-            w.writerow([n, CLASS_NAMES[y], CLASS_NAMES[int(p.argmax())], int(lf), *[f"{v:.6f}" for v in p]])
-
-
-def write_report(out: Path, model, data_config, bundle: DataBundle, test_logits, test_labels, temperature,
-                 val_metrics, history, args, used_pretrained, train_seconds, best_epoch, processes, device,
-                 mixed_precision):
-    """Exports the model folder: weights, config, metrics, figures, predictions, card."""
-    from .hub import export_model, render_card
-
-    export_model(model, out, data_config)
-    test = evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free)
+    if not accelerator.is_main_process:
+        return
+    export = copy.deepcopy(final).float().cpu()
+    fold_temperature(export, temperature)
+    export_model(export, out, data_config)
     metrics = {
         "temperature": temperature,
-        "validation": val_metrics,
-        "test": test,
+        "validation": classification_metrics(val_labels, softmax(val_logits, temperature)),
+        "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
         "duplicates": bundle.report.as_dict(),
         "skipped_files": [n for n, _ in bundle.skipped],
         "split_sizes": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                         "test_leak_free": int(bundle.test_leak_free.sum())},
-        "training": {"seconds": round(train_seconds, 1), "epochs_run": len(history), "best_epoch": best_epoch,
-                     "pretrained": used_pretrained},
+        "training": {"seconds": round(state["train_seconds"], 1), "epochs_run": len(state["history"]),
+                     "best_epoch": state["best_epoch"], "pretrained": used_pretrained},
     }
     _atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     write_predictions(out / "test_predictions.csv", bundle.test.names, test_labels,
                       softmax(test_logits, temperature), bundle.test_leak_free)
-    figures = write_figures(out, test_labels, test_logits, temperature, bundle.test_leak_free, history)
-    _write_log(out / "training_log.csv", history)
-    context = card_context(metrics, figures, args, used_pretrained, train_seconds, best_epoch, processes, device,
-                           mixed_precision, data_config, len(history))
-    # kept so that `python -m brain_mri card` can render the card again with more notes
-    _atomic_write(out / CARD_CONTEXT, json.dumps({k: v for k, v in context.items() if k != "metrics"}, indent=1))
-    render_card(out, context)
-
-
-def rerender_card(folder: Path, notes: str | None = None) -> None:
-    """Renders ``folder/README.md`` again from its saved context and metrics, with new ``notes``."""
-    from .hub import render_card
-
-    context = json.loads((folder / CARD_CONTEXT).read_text())
-    context["metrics"] = json.loads((folder / "metrics.json").read_text())
-    context["eval_table"] = [tuple(row) for row in context["eval_table"]]
-    if notes is not None:
-        context["notes"] = notes
-    render_card(folder, context)
-
-
-def card_context(metrics, figures, args, used_pretrained, train_seconds, best_epoch, processes, device,
-                 mixed_precision, data_config, epochs_run) -> dict:
-    """Variables for ``model_card.md``."""
-    data = str(args.data)
-    is_local = Path(data).is_dir()
-    command = json.loads((Path(args.output_dir) / "training_args.json").read_text())["command"]
-    test = metrics["test"]
-    eval_table = [(f"test ({k.replace('_', '-')})", test[k]["calibrated"]) for k in ("leak_free", "full") if k in test]
-    return {
-        "repo_name": args.push_to_hub or Path(args.output_dir).name,
-        "repo_id": args.push_to_hub or "",
-        "arch": args.model,
-        "image_size": args.image_size,
-        "data_config": data_config,
-        "dataset_id": "masoudnickparvar/brain-tumor-mri-dataset" if is_local else data,
-        "dataset_name": "Brain Tumor MRI Dataset (Kaggle)" if is_local else data,
-        "pretrained": used_pretrained,
-        "pretrained_flag": args.pretrained,
-        "command": command,
-        "seed": args.seed,
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
-        "train_minutes": round(train_seconds / 60, 1),
-        "hardware": f"{processes} x {device} ({platform.processor() or platform.machine()}, "
-                    f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {mixed_precision}",
-        "metrics": metrics,
-        "eval_table": eval_table,
-        "figures": figures,
-        "temperature": metrics["temperature"],
-        "dup": metrics["duplicates"],
-        "sizes": metrics["split_sizes"],
-        "skipped": metrics["skipped_files"],
-        "class_names": list(CLASS_NAMES),
-        "notes": Path(args.card_notes).read_text() if args.card_notes else "",
-    }
+    figures = write_figures(out, test_labels, test_logits, temperature, bundle.test_leak_free, state["history"])
+    _write_log(out / "training_log.csv", state["history"])
+    hardware = (f"{accelerator.num_processes} x {accelerator.device} ({platform.processor() or platform.machine()}, "
+                f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {accelerator.mixed_precision}")
+    write_card(out, card_context(cfg, metrics, figures, data_config, hardware))
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
+    logger.info("Model folder: %s", out)

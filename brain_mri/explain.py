@@ -8,15 +8,7 @@ from functools import partial
 import numpy as np
 import torch
 
-METHODS = {
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "eigencam": "EigenCAM",
-}
-METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM",
-                 "layercam": "LayerCAM", "eigencam": "EigenCAM"}
+from .config import CAM_METHODS
 
 
 class UnsupportedArchitecture(ValueError):
@@ -102,14 +94,13 @@ class Explanation:
     image: np.ndarray  # H x W x 3 uint8, the input as the model sees it (resized / cropped)
     overlay: np.ndarray  # H x W x 3 uint8
     method: str
+    warning: str | None = None  # why the image may not be a brain MRI slice (see brain_mri.quality)
 
 
 def make_overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5) -> np.ndarray:
-    """Colour ``heatmap`` over ``image`` (uint8 RGB); ``opacity`` is the heatmap's weight."""
+    """Colour ``heatmap`` over ``image`` (uint8 RGB); ``opacity``, the heatmap's weight, is from 0 to 1."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
     return show_cam_on_image(image.astype(np.float32) / 255.0, heatmap, use_rgb=True, image_weight=1.0 - opacity)
 
 
@@ -122,10 +113,10 @@ def compute_cam(model, input_tensor, method: str = "gradcam", target_index: int 
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if method not in METHODS:
-        raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method not in CAM_METHODS:
+        raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
     layer, reshape = target_layer_for(model, target_layer)
-    cam_cls = getattr(pytorch_grad_cam, METHODS[method])
+    cam_cls = getattr(pytorch_grad_cam, CAM_METHODS[method][0])
     targets = None if target_index is None else [ClassifierOutputTarget(target_index)] * input_tensor.shape[0]
     with _grad_only_from(model, layer), \
             cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:

@@ -1,4 +1,4 @@
-"""`BrainMRIClassifier`: load an exported folder or Hub repo and predict."""
+"""`BrainMRIClassifier`: load an exported folder or Hub repo, predict and explain."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .config import CLASS_NAMES
-from .data import to_pil_rgb
+from .images import to_pil_rgb
+from .transforms import split_eval_transform
 
 
 class BrainMRIClassifier:
@@ -21,7 +22,6 @@ class BrainMRIClassifier:
     """
 
     def __init__(self, model: torch.nn.Module, data_config: dict | None = None, class_names=CLASS_NAMES, source: str = ""):
-        from .data import split_eval_transform
         from .model import model_data_config
 
         self.model = model.eval()
@@ -39,41 +39,25 @@ class BrainMRIClassifier:
         """Loads an exported model folder or a Hub repo id (safetensors only).
 
         Raises:
-            FileNotFoundError / RuntimeError: with a message naming the alternative.
+            FileNotFoundError / HubError / ValueError: with a message naming the alternative.
         """
-        import timm
-        from timm.data import resolve_data_config
+        from .model import load_exported
 
-        from .hub import HubError, hub_unreachable_reason
-
-        path = Path(folder_or_repo_id).expanduser()
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path} is not a model folder: it has no config.json.")
-            name = "local-dir:" + str(path.resolve())
-        elif "/" in str(folder_or_repo_id) and not str(folder_or_repo_id).startswith((".", "/")):
-            reason = hub_unreachable_reason()
-            if reason:
-                raise HubError(
-                    f"Cannot download {folder_or_repo_id}: {reason}. Pass a local model folder instead "
-                    "(for example the bundled ./model)."
-                )
-            name = "hf-hub:" + str(folder_or_repo_id)
-        else:
-            raise FileNotFoundError(f"No model folder {folder_or_repo_id!r} (nor a Hub id of the form owner/name).")
-        model = timm.create_model(name, pretrained=True)
-        labels = model.pretrained_cfg.get("label_names") or CLASS_NAMES
-        if tuple(labels) != CLASS_NAMES:
-            raise ValueError(f"{folder_or_repo_id} has classes {labels}, expected {CLASS_NAMES}.")
-        data_config = resolve_data_config({}, model=model)
-        return cls(model.to(device), data_config, labels, source=str(folder_or_repo_id))
+        model, data_config = load_exported(folder_or_repo_id, device)
+        return cls(model, data_config, source=str(folder_or_repo_id))
 
     @property
     def device(self):
         return next(self.model.parameters()).device
 
+    def facts(self) -> dict:
+        """What the model's card says of it: architecture, training data, leak-free metrics, link."""
+        from .card import model_facts
+
+        return model_facts(self.source)
+
     def preprocess(self, images) -> torch.Tensor:
-        """Images of any kind (see :func:`to_pil_rgb`) -> normalised batch."""
+        """Images of any kind (see :func:`~brain_mri.images.to_pil_rgb`) -> normalised batch."""
         return torch.stack([self.tensorize(self.geometric(to_pil_rgb(im))) for im in images]).to(self.device)
 
     def predict_proba(self, images) -> np.ndarray:
@@ -111,15 +95,18 @@ class BrainMRIClassifier:
             target_layer: dotted path of the layer to hook, for architectures without a rule.
 
         Returns:
-            An :class:`~brain_mri.explain.Explanation`.
+            An :class:`~brain_mri.explain.Explanation`; its ``warning`` says when the image does
+            not look like a brain MRI slice.
         """
         from .explain import Explanation, compute_cam, make_overlay
+        from .quality import mri_warning
 
         if target is not None and target not in self.class_names:
             raise ValueError(f"Unknown target class {target!r}; choose one of {', '.join(self.class_names)}.")
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
-        view_image = self.geometric(to_pil_rgb(image))
+        rgb = to_pil_rgb(image)
+        view_image = self.geometric(rgb)
         view = np.asarray(view_image, dtype=np.uint8)
         batch = self.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
@@ -130,5 +117,5 @@ class BrainMRIClassifier:
         return Explanation(
             probabilities={c: float(p) for c, p in zip(self.class_names, probs)},
             target=self.class_names[explained], heatmap=heatmap, image=view,
-            overlay=make_overlay(view, heatmap, opacity), method=method,
+            overlay=make_overlay(view, heatmap, opacity), method=method, warning=mri_warning(rgb),
         )

@@ -1,12 +1,15 @@
-"""Creating timm models for the four classes, with or without ImageNet weights."""
+"""timm models for the four classes: create (with or without ImageNet weights), calibrate, export, load."""
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import timm
 import torch
 
-from .config import CLASS_NAMES
+from .config import CLASS_NAMES, LICENSE
+from .hub import HubError, hub_unreachable_reason, is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +45,6 @@ def create_model(arch: str, pretrained: str = "auto", image_size: int | None = N
 
     use_pretrained = pretrained != "no"
     if use_pretrained:
-        from .hub import hub_unreachable_reason
-
         reason = hub_unreachable_reason()
         if reason is None:
             try:
@@ -83,3 +84,61 @@ def fold_temperature(model: torch.nn.Module, temperature: float) -> None:
         head.weight.div_(temperature)
         if head.bias is not None:
             head.bias.div_(temperature)
+
+
+def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict) -> None:
+    """Writes ``config.json`` and ``model.safetensors`` in timm's Hub format.
+
+    The folder loads with ``timm.create_model("local-dir:...")``, transformers'
+    ``AutoModelForImageClassification`` / ``pipeline`` and :class:`BrainMRIClassifier`.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timm.models.save_for_hf(
+        model, str(out_dir),
+        model_config={"label_names": list(CLASS_NAMES), "pretrained_cfg": {"license": LICENSE}},
+        data_config={k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")},
+        safe_serialization=True,
+    )
+    cfg_path = out_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    # timm writes num_classes into model_args too; transformers then refuses the folder
+    # (num_classes passed twice). It is already top level.
+    cfg.get("model_args", {}).pop("num_classes", None)
+    if not cfg.get("model_args"):
+        cfg.pop("model_args", None)
+    for k in ("tag", "origin_url", "paper_ids", "hf_hub_id"):
+        cfg["pretrained_cfg"].pop(k, None)
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def load_exported(source: str | Path, device: str = "cpu"):
+    """Loads a folder written by :func:`export_model`, or a Hub repo id of one (safetensors only).
+
+    Returns:
+        ``(model, data_config)``, the model in eval mode.
+
+    Raises:
+        FileNotFoundError / HubError / ValueError: with a message naming the alternative.
+    """
+    from timm.data import resolve_data_config
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a model folder: it has no config.json.")
+        name = "local-dir:" + str(path.resolve())
+    elif is_hub_id(source):
+        reason = hub_unreachable_reason()
+        if reason:
+            raise HubError(
+                f"Cannot download {source}: {reason}. Pass a local model folder instead "
+                "(for example the bundled ./model)."
+            )
+        name = "hf-hub:" + str(source)
+    else:
+        raise FileNotFoundError(f"No model folder {str(source)!r} (nor a Hub id of the form owner/name).")
+    model = timm.create_model(name, pretrained=True)
+    labels = model.pretrained_cfg.get("label_names") or CLASS_NAMES
+    if tuple(labels) != CLASS_NAMES:
+        raise ValueError(f"{source} has classes {labels}, expected {CLASS_NAMES}.")
+    return model.to(device).eval(), resolve_data_config({}, model=model)

@@ -126,6 +126,42 @@ def test_not_an_mri_gets_a_warning_not_a_label(server, tmp_path, make):
     assert overlay.endswith(".png")
 
 
+def test_analyse_without_a_server(trained_folder, good_inputs, tmp_path):
+    out, _ = trained_folder
+    clf = BrainMRIClassifier.from_pretrained(out)
+    label, seen, overlay, note = app.analyse(clf, str(good_inputs["jpeg"]), None, "layercam", "meningioma", 0.3)
+    expected = clf.explain(good_inputs["jpeg"], method="layercam", target="meningioma", opacity=0.3)
+    assert label == {DISPLAY_NAMES[c]: p for c, p in expected.probabilities.items()}
+    np.testing.assert_array_equal(seen, expected.image)
+    np.testing.assert_array_equal(overlay, expected.overlay)
+    assert note == "Heatmap: **LayerCAM** for **Meningioma**."
+    # the DICOM input wins over the image input when both are given
+    dicom_label, *_ = app.analyse(clf, str(good_inputs["jpeg"]), str(good_inputs["dicom"]), "gradcam", "predicted", 0.5)
+    assert dicom_label == {DISPLAY_NAMES[c]: p for c, p in clf.predict(good_inputs["dicom"]).items()}
+    with pytest.raises(gr.Error, match="Upload an MRI slice first"):
+        app.analyse(clf, None, None, "gradcam", "predicted", 0.5)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(gr.Error, match="Cannot read notes.jpg as an image"):
+        app.analyse(clf, str(bad), None, "gradcam", "predicted", 0.5)
+    with pytest.raises(gr.Error, match="Unknown CAM method 'magic'"):
+        app.analyse(clf, str(good_inputs["jpeg"]), None, "magic", "predicted", 0.5)
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(grey)
+    with pytest.warns(UserWarning, match="blank or nearly constant"):
+        label, _, overlay, note = app.analyse(clf, str(grey), None, "gradcam", "predicted", 0.5)
+    assert label is None and note.startswith("### ⚠️ This image is blank") and overlay.shape[-1] == 3
+
+
+def test_app_uses_only_the_public_api():
+    import ast
+
+    tree = ast.parse((app.HERE / "app.py").read_text())
+    used = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("brain_mri")}
+    used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("brain_mri")}
+    assert used == {"brain_mri", "brain_mri.config"}
+
+
 def test_offline_hub_model_is_a_clear_error_at_start():
     import subprocess
     import sys

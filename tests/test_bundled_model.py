@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from brain_mri.cli import evaluate
+from brain_mri.evaluate import evaluate_model
 from conftest import BUNDLED_MODEL, SHARED_DATA, requires_bundled_model, requires_shared_data
 
 pytestmark = [requires_shared_data, requires_bundled_model]
@@ -11,7 +11,7 @@ pytestmark = [requires_shared_data, requires_bundled_model]
 
 @pytest.fixture(scope="module")
 def result():
-    return evaluate(str(BUNDLED_MODEL), str(SHARED_DATA))
+    return evaluate_model(str(BUNDLED_MODEL), str(SHARED_DATA))
 
 
 def test_bundled_model_is_accurate_on_leak_free_test(result):

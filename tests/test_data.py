@@ -1,15 +1,14 @@
+"""Loading, the validation split and the duplicate audit on the tiny dataset."""
 import logging
 import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from brain_mri.config import CLASS_NAMES
-from brain_mri.data import (
-    BatchAugment, DataError, check_kaggle_layout, duplicate_groups, prepare_data, thumbnail, to_pil_rgb,
-)
+from brain_mri.data import DataError, check_kaggle_layout, prepare_data, standardise
+from brain_mri.dedup import duplicate_groups, thumbnail
 from conftest import N_TEST, N_TRAIN, make_tiny_dataset
 
 CFG = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3,
@@ -71,6 +70,39 @@ def test_validation_split_is_seeded(tiny_data, bundle):
     assert other.val.names != bundle.val.names
 
 
+def test_near_copies_group_transitively():
+    # a ~ b and b ~ c (each 1.0 grey level apart on average), a and c 2.0 apart: one group
+    a = np.zeros(256, np.float32)
+    thumbs = np.stack([a, a + 1, a + 2, a + 100])
+    exact, near = duplicate_groups(["x", "y", "z", "x"], thumbs, threshold=1.5)
+    assert exact[0] == exact[3] and len(set(exact)) == 3  # same bytes, however different the thumbnails
+    assert near[0] == near[1] == near[2] == near[3]  # ... and exact copies join the near group
+
+
+def test_hub_style_labels_are_aligned_to_class_order():
+    import datasets
+
+    names = ["pituitary", "notumor", "glioma", "meningioma"]  # another order than CLASS_NAMES
+    split = datasets.Dataset.from_dict(
+        {"tumour": [0, 1, 2, 3, 0], "img": [{"bytes": b"", "path": f"{i}.jpg"} for i in range(5)]},
+        features=datasets.Features({"tumour": datasets.ClassLabel(names=names), "img": datasets.Image()}),
+    )
+    out = standardise(split, "someone/brain-mri")
+    assert list(out.features) == ["image", "label"] and out.features["label"].names == list(CLASS_NAMES)
+    assert [CLASS_NAMES[y] for y in out["label"]] == [names[y] for y in split["tumour"]]
+
+
+def test_unknown_classes_are_named():
+    import datasets
+
+    split = datasets.Dataset.from_dict(
+        {"label": [0], "image": [{"bytes": b"", "path": "0.jpg"}]},
+        features=datasets.Features({"label": datasets.ClassLabel(names=["astrocytoma"]), "image": datasets.Image()}),
+    )
+    with pytest.raises(DataError, match=r"unknown classes \['astrocytoma'\]"):
+        standardise(split, "someone/brain-mri")
+
+
 def test_near_duplicate_threshold_separates_copies_from_distinct_images(tiny_data):
     root, _ = tiny_data
     a = Image.open(root / "Testing" / "glioma" / "Te-gl_0000.jpg")
@@ -109,61 +141,6 @@ def test_empty_split_is_a_clear_error(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="No such data folder"):
         prepare_data(str(tmp_path / "nope"), CFG, progress=False)
-
-
-@pytest.mark.parametrize("make", [
-    lambda: Image.new("L", (40, 30), 100),
-    lambda: Image.new("RGBA", (40, 30), (10, 20, 30, 128)),
-    lambda: Image.fromarray((np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)),
-    lambda: np.random.default_rng(0).integers(0, 4096, (30, 40)).astype(np.uint16),
-    lambda: np.random.default_rng(0).random((30, 40, 3)).astype(np.float32),
-    lambda: np.zeros((30, 40, 4), np.uint8),
-])
-def test_to_pil_rgb_any_mode(make):
-    im = to_pil_rgb(make())
-    assert im.mode == "RGB" and im.size == (40, 30)
-
-
-def test_sixteen_bit_uses_full_range():
-    arr = np.linspace(0, 4095, 30 * 40).reshape(30, 40).astype(np.uint16)  # 12-bit data in 16-bit
-    out = np.asarray(to_pil_rgb(arr))
-    assert out.min() == 0 and out.max() == 255
-
-
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((3, 4, 5, 6)), "Expected an image array"),
-    ("does/not/exist.png", "No such image file"),
-    (b"not an image", "Cannot read"),
-    (42, "Expected a file path"),
-])
-def test_to_pil_rgb_rejects_bad_input(bad, message):
-    with pytest.raises(ValueError, match=message):
-        to_pil_rgb(bad)
-
-
-def test_batch_augment_keeps_shape_range_and_varies():
-    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    aug = BatchAugment()
-    a = aug(x, torch.Generator().manual_seed(0))
-    b = aug(x, torch.Generator().manual_seed(1))
-    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
-    assert not torch.equal(a, b)
-    assert torch.equal(a, aug(x, torch.Generator().manual_seed(0)))
-
-
-def test_mixup_gives_soft_targets_and_leaves_odd_batches_alone():
-    from brain_mri.engine import make_mixup, mix_batch
-
-    assert make_mixup(0.0, 0.0, 4) is None
-    with pytest.raises(ValueError, match="alpha >= 0"):
-        make_mixup(-0.2, 0.0, 4)
-    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
-    mixed, targets = mix_batch(make_mixup(1.0, 0.0, 4), x.clone(), y)
-    assert targets.shape == (6, 4) and torch.allclose(targets.sum(1), torch.ones(6))
-    assert (targets.max(1).values < 1).any()  # labels of two images blended
-    assert not torch.equal(mixed, x)
-    odd_x, odd_y = mix_batch(make_mixup(1.0, 0.0, 4), x[:5].clone(), y[:5])
-    assert torch.equal(odd_x, x[:5]) and torch.equal(odd_y, y[:5])
 
 
 def test_hub_dataset_offline_is_a_clear_error(monkeypatch):

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from brain_mri import BrainMRIClassifier
-from brain_mri.config import CLASS_NAMES
-from brain_mri.explain import METHODS, UnsupportedArchitecture, target_layer_for
+from brain_mri.config import CAM_METHODS, CLASS_NAMES
+from brain_mri.explain import UnsupportedArchitecture, target_layer_for
 from brain_mri.model import model_data_config
 from conftest import BUNDLED_MODEL, requires_bundled_model
 
@@ -53,14 +53,22 @@ def test_vit_reshape_uses_the_models_grid():
     assert reshape(tokens).shape == (2, 7, 6, 6)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(CAM_METHODS))
 def test_every_method_and_target(method, sample_image):
     clf = _classifier("test_resnet")
-    for target in (None, "pituitary"):
+    predicted = max(clf.predict(sample_image).items(), key=lambda kv: kv[1])[0]
+    other = next(c for c in CLASS_NAMES if c != predicted)
+    for target, explained in ((None, predicted), (other, other)):
         e = clf.explain(sample_image, method=method, target=target)
         assert e.method == method and e.heatmap.shape == (64, 64)
-        assert e.target == (target or e.target)
+        assert e.target == explained
     assert _hooks(clf.model) == 0
+
+
+def test_the_map_follows_the_target_class(sample_image):
+    clf = _classifier("test_resnet")
+    maps = [clf.explain(sample_image, target=c).heatmap for c in CLASS_NAMES]
+    assert any(not np.allclose(maps[0], m) for m in maps[1:])
 
 
 def test_one_forward_one_backward(sample_image):

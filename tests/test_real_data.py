@@ -1,4 +1,4 @@
-"""The duplicate audit on the real Kaggle data (skipped when ../shared/data is absent)."""
+"""The duplicate audit on the real Kaggle data (skipped when $BRAIN_MRI_DATA / ../shared/data is absent)."""
 import numpy as np
 import pytest
 

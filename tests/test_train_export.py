@@ -34,11 +34,24 @@ def test_folder_is_complete(trained_folder):
 
 
 def test_no_pickles_and_safetensors_weights(trained_folder):
+    import timm
     from safetensors.torch import load_file
 
     out, _ = trained_folder
-    state = load_file(out / "model.safetensors")
-    assert any(k.startswith("fc.") for k in state)
+    weights = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".pkl")]
+    assert sorted(p.relative_to(out).as_posix() for p in weights) == ["checkpoints/best.safetensors", "model.safetensors"]
+    for p in out.rglob("*"):  # nothing in the folder is a pickle (protocol 2+ or torch's zip)
+        assert not (p.is_file() and p.read_bytes()[:2] in (b"\x80\x02", b"\x80\x04", b"PK")), p
+    exported, best = load_file(out / "model.safetensors"), load_file(out / "checkpoints" / "best.safetensors")
+    loaded = timm.create_model("local-dir:" + str(out), pretrained=True).state_dict()
+    assert set(exported) == set(loaded)
+    for k, v in exported.items():
+        torch.testing.assert_close(v, loaded[k])
+    # the exported head is the best checkpoint's with the fitted temperature folded in
+    t = json.loads((out / "metrics.json").read_text())["temperature"]
+    torch.testing.assert_close(exported["fc.weight"], best["fc.weight"] / t)
+    torch.testing.assert_close(exported["fc.bias"], best["fc.bias"] / t)
+    torch.testing.assert_close(exported["conv1.0.weight"], best["conv1.0.weight"])
 
 
 def _four_loaders(folder, image_path):

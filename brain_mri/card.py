@@ -1,0 +1,120 @@
+"""The model card: its variables, rendering (``model_card.md``), re-rendering, and the facts the app shows."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import CLASS_NAMES, DATASET_ID, DATASET_NAME, DISCLAIMER, LICENSE, TrainConfig
+
+TEMPLATE = Path(__file__).resolve().parent / "model_card.md"  # ./model_card.md links here
+CARD_CONTEXT = "card_context.json"
+
+
+def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: dict, hardware: str) -> dict:
+    """Variables for ``model_card.md``.
+
+    Args:
+        cfg: the run's configuration.
+        metrics: what ``metrics.json`` holds (test, validation, duplicates, sizes, training).
+        figures: figure paths relative to the model folder.
+        data_config: the model's timm data config.
+        hardware: one line on the processes, device, CPU and precision it trained on.
+    """
+    data = str(cfg.data)
+    is_local = Path(data).is_dir()
+    test, training = metrics["test"], metrics["training"]
+    eval_table = [(f"test ({k.replace('_', '-')})", test[k]["calibrated"]) for k in ("leak_free", "full") if k in test]
+    return {
+        "repo_name": cfg.push_to_hub or Path(cfg.output_dir).name,
+        "repo_id": cfg.push_to_hub or "",
+        "arch": cfg.model,
+        "image_size": cfg.image_size,
+        "data_config": data_config,
+        "dataset_id": DATASET_ID if is_local else data,
+        "dataset_name": DATASET_NAME if is_local else data,
+        "pretrained": training["pretrained"],
+        "pretrained_flag": cfg.pretrained,
+        "command": cfg.command,
+        "seed": cfg.seed,
+        "epochs_run": training["epochs_run"],
+        "best_epoch": training["best_epoch"],
+        "train_minutes": round(training["seconds"] / 60, 1),
+        "hardware": hardware,
+        "metrics": metrics,
+        "eval_table": eval_table,
+        "figures": figures,
+        "temperature": metrics["temperature"],
+        "dup": metrics["duplicates"],
+        "sizes": metrics["split_sizes"],
+        "skipped": metrics["skipped_files"],
+        "class_names": list(CLASS_NAMES),
+        "notes": Path(cfg.card_notes).read_text() if cfg.card_notes else "",
+    }
+
+
+def render_card(out_dir: Path, context: dict, template: Path = TEMPLATE) -> None:
+    """Renders ``model_card.md`` (Jinja) into ``out_dir/README.md`` with ``ModelCardData``."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    results = []
+    for split_name, m in context.get("eval_table", []):
+        for metric, key in (("accuracy", "accuracy"), ("f1", "macro_f1")):
+            results.append(EvalResult(
+                task_type="image-classification", task_name="Image classification",
+                dataset_type=context["dataset_id"], dataset_name=context["dataset_name"],
+                dataset_split=split_name, metric_type=metric, metric_value=round(m[key], 4),
+                metric_name=f"{metric} ({split_name})",
+            ))
+    card_data = ModelCardData(
+        license=LICENSE,
+        library_name="timm",
+        pipeline_tag="image-classification",
+        tags=["image-classification", "timm", "medical-imaging", "brain-mri", "grad-cam"],
+        datasets=[context["dataset_id"]],
+        metrics=["accuracy", "f1"],
+        model_name=context["repo_name"],
+        eval_results=results or None,
+    )
+    card = ModelCard.from_template(card_data, template_path=str(template), disclaimer=DISCLAIMER, **context)
+    card.save(out_dir / "README.md")
+
+
+def write_card(out_dir: Path, context: dict) -> None:
+    """Renders the card and keeps its variables, so that :func:`rerender_card` can add notes later."""
+    saved = {k: v for k, v in context.items() if k != "metrics"}  # metrics.json holds those
+    (out_dir / CARD_CONTEXT).write_text(json.dumps(saved, indent=1))
+    render_card(out_dir, context)
+
+
+def rerender_card(folder: Path, notes: str | None = None) -> None:
+    """Renders ``folder/README.md`` again from its saved context and metrics, with new ``notes``."""
+    context = json.loads((folder / CARD_CONTEXT).read_text())
+    context["metrics"] = json.loads((folder / "metrics.json").read_text())
+    context["eval_table"] = [tuple(row) for row in context["eval_table"]]
+    if notes is not None:
+        context["notes"] = notes
+    render_card(folder, context)
+
+
+def model_facts(source: str) -> dict:
+    """What the app shows about a model: architecture, data, leak-free metrics from its card, link.
+
+    Reads ``README.md`` (the model card) of a local folder, or of a Hub repo when online.
+    """
+    from huggingface_hub import ModelCard
+
+    path = Path(source)
+    facts = {"source": str(source), "link": str(path.resolve()) if path.is_dir() else f"https://huggingface.co/{source}",
+             "arch": None, "dataset": None, "metrics": {}}
+    try:
+        card = ModelCard.load(path / "README.md" if path.is_dir() else source)
+    except Exception:  # no card, or offline: the app still works without the facts
+        return facts
+    data = card.data
+    facts["dataset"] = (data.datasets or [None])[0]
+    for r in data.eval_results or []:
+        facts["metrics"].setdefault(r.dataset_split, {})[r.metric_type] = r.metric_value
+    cfg = path / "config.json"
+    if cfg.is_file():
+        facts["arch"] = json.loads(cfg.read_text()).get("architecture")
+    return facts

@@ -1,0 +1,81 @@
+"""Running a model over a decoded split: logits, metrics and a predictions CSV.
+
+Training (validation each epoch, the final test), ``python -m brain_mri evaluate``, the benchmarks
+and the tests all evaluate through here.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import CLASS_NAMES
+from .data import make_loader, prepare_data
+from .metrics import evaluate_logits, softmax
+from .model import load_exported
+from .transforms import Normalize
+
+
+@torch.no_grad()
+def predict_logits(accelerator, model, loader, normalize):
+    """Logits and labels of every sample of a prepared loader, gathered across processes, in order."""
+    model.eval()
+    outs = []
+    for images, labels, idx in loader:
+        logits = model(normalize(images)).float()
+        outs.append(accelerator.gather_for_metrics((logits, labels, idx)))
+    logits, labels, idx = (torch.cat(t).cpu().numpy() for t in zip(*outs))
+    order = np.argsort(idx, kind="stable")
+    return logits[order], labels[order]
+
+
+def split_logits(accelerator, model, split, data_config: dict, batch_size: int = 64):
+    """Logits and labels of a :class:`~brain_mri.data.DecodedSplit` (loader and normalisation made here)."""
+    loader = accelerator.prepare(make_loader(split, batch_size, False, 0))
+    normalize = Normalize(data_config["mean"], data_config["std"]).to(accelerator.device)
+    return predict_logits(accelerator, model.to(accelerator.device), loader, normalize)
+
+
+def write_predictions(path: Path, names, labels, probs, leak_free):
+    """One CSV row per image: file, true and predicted class, leak-free flag, probabilities."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "predicted", "leak_free", *[f"p_{c}" for c in CLASS_NAMES]])
+        for n, y, p, lf in zip(names, labels, probs, leak_free):
+            w.writerow([n, CLASS_NAMES[y], CLASS_NAMES[int(p.argmax())], int(lf), *[f"{v:.6f}" for v in p]])
+
+
+def evaluate_model(model: str, data: str, batch_size: int = 64, output: str | None = None,
+                   csv_path: str | None = None) -> dict:
+    """Evaluates a model folder or Hub id on the test split, full and leak-free.
+
+    Returns the metrics dict (the probabilities are the model's own: a temperature folded
+    into an exported head applies already).
+    """
+    from accelerate import Accelerator
+
+    net, data_config = load_exported(model)
+    bundle = prepare_data(data, data_config, with_val=False, drop_leaks=False)
+    logits, labels = split_logits(Accelerator(), net, bundle.test, data_config, batch_size)
+    result = {k: v["uncalibrated"] for k, v in evaluate_logits(logits, labels, 1.0, bundle.test_leak_free).items()}
+    result["duplicates"] = bundle.report.as_dict()
+    if output:
+        Path(output).write_text(json.dumps(result, indent=1))
+    if csv_path:
+        write_predictions(Path(csv_path), bundle.test.names, labels, softmax(logits), bundle.test_leak_free)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The metrics of :func:`evaluate_model` as a markdown table."""
+    rows = ["| split | n | accuracy (95% CI) | macro-F1 | glioma recall | ECE | NLL |", "|---|---:|---|---:|---:|---:|---:|"]
+    for k in ("full", "leak_free"):
+        if k in result:
+            m = result[k]
+            lo, hi = m["accuracy_ci95"]
+            rows.append(f"| {k.replace('_', '-')} | {m['n']} | {m['accuracy']:.4f} ({lo:.4f}-{hi:.4f}) | "
+                        f"{m['macro_f1']:.4f} | {m['per_class']['glioma']['recall']:.4f} | {m['ece']:.4f} | {m['nll']:.4f} |")
+    return "\n".join(rows)

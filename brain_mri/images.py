@@ -1,0 +1,121 @@
+"""Any image input (path, bytes, PIL image, numpy array, DICOM file) -> 8-bit RGB PIL image.
+
+This is all that serving needs to read an upload; it imports neither torch nor the training stack.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Decompression bombs are refused rather than decoded (PIL raises above 2x this).
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+def to_pil_rgb(image) -> Image.Image:
+    """Converts a path, bytes, PIL image or numpy array of any mode or bit depth to 8-bit RGB.
+
+    Grayscale and 16-bit / float images are rescaled to 0-255 from their own range;
+    alpha is composited onto black (the MRI background).
+
+    Raises:
+        ValueError: the input is not an image, with a message that says what was given.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise ValueError(f"No such image file: {path}")
+        if path.suffix.lower() in (".dcm", ".dicom") or _is_dicom(path):
+            return _array_to_rgb(read_dicom(path))
+        return _open_image(path, path.name)
+    if isinstance(image, (bytes, bytearray)):
+        return _open_image(io.BytesIO(image), "the data")
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image)
+    if isinstance(image, Image.Image):
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            return _array_to_rgb(np.asarray(image))
+        return image.convert("RGB")
+    raise ValueError(
+        f"Expected a file path, PIL image or numpy array, got {type(image).__name__}."
+    )
+
+
+def _open_image(fp, name: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                im.load()
+                return to_pil_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(
+            f"Cannot read {name}: it is too large to decode safely (a possible decompression bomb; "
+            f"the limit is {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels)."
+        ) from None
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"Cannot read {name} as an image: {e}") from e
+
+
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_dicom(path) -> np.ndarray:
+    """Pixel data of a single-frame DICOM file, with its modality LUT and window applied.
+
+    Raises:
+        ValueError: not a readable single-image DICOM file.
+    """
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError as e:  # optional dependency of the app
+        raise ValueError("Reading DICOM needs pydicom: pip install pydicom") from e
+    try:
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises many types for broken files
+        raise ValueError(f"Cannot read {Path(path).name} as DICOM: {e}") from e
+    if getattr(ds, "NumberOfFrames", 1) not in (None, "", 1) and arr.ndim >= 3 and arr.shape[0] == int(ds.NumberOfFrames):
+        raise ValueError(f"{Path(path).name} holds {ds.NumberOfFrames} frames; upload a single slice.")
+    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2").startswith("MONOCHROME"):
+        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)  # window centre / width when present
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            arr = arr.max() - arr
+    return np.asarray(arr)
+
+
+def _array_to_rgb(arr: np.ndarray) -> Image.Image:
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"Expected an image array of shape HxW, HxWx3 or HxWx4, got {arr.shape}."
+        )
+    if arr.size == 0:
+        raise ValueError("The image is empty.")
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        alpha = arr[..., 3:].astype(np.float64) / (65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0)
+        arr = arr[..., :3] * alpha
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError("The image holds NaN or infinite values.")
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    image = Image.fromarray(arr)
+    return image.convert("RGB")

@@ -1,0 +1,94 @@
+"""Transforms: the model's eval transform, uint8 -> normalised tensors, batch augmentation, mixup.
+
+Training and evaluation hold images as model-size uint8 arrays and turn whole batches into
+tensors here, so the input pipeline costs almost nothing beside the model step on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def split_eval_transform(data_config: dict):
+    """timm's eval transform for ``data_config``, split where the image becomes a tensor.
+
+    Returns:
+        ``(geometric, tensorize)``: resize / crop (PIL -> PIL) and to-tensor + normalise;
+        composed, they are exactly ``timm.data.create_transform(..., is_training=False)``.
+    """
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    steps = create_transform(**data_config, is_training=False).transforms
+    first = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+    return T.Compose(steps[:first]), T.Compose(steps[first:])
+
+
+class Normalize(torch.nn.Module):
+    """uint8 batch -> float batch normalised with the model's mean / std (as timm's ToTensor + Normalize)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
+
+    def forward(self, x):
+        return (x.float() - self.mean) / self.std
+
+
+class BatchAugment(torch.nn.Module):
+    """Anatomy-preserving augmentation of a whole uint8 batch in one pass.
+
+    Left-right flip, rotation of a few degrees, mild zoom (never a crop that could cut a
+    tumour out: zoom-in stays within 10%) and shift, brightness and contrast. One affine
+    grid for the batch keeps it far cheaper than per-image PIL ops.
+    """
+
+    def __init__(self, hflip=0.5, degrees=10.0, scale=(0.9, 1.1), shift=0.06, brightness=0.15, contrast=0.15):
+        super().__init__()
+        self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, scale, shift
+        self.brightness, self.contrast = brightness, contrast
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        n = x.shape[0]
+        x = x.float()
+
+        def u(lo, hi):
+            return torch.rand(n, generator=generator) * (hi - lo) + lo
+
+        angle = u(-self.degrees, self.degrees) * torch.pi / 180
+        zoom = u(*self.scale)
+        flip = torch.where(torch.rand(n, generator=generator) < self.hflip, -1.0, 1.0)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([
+            torch.stack([cos * flip, -sin, u(-self.shift, self.shift) * 2], 1),
+            torch.stack([sin * flip, cos, u(-self.shift, self.shift) * 2], 1),
+        ], 1).to(x.device)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        b = u(1 - self.brightness, 1 + self.brightness).to(x.device).view(n, 1, 1, 1)
+        c = u(1 - self.contrast, 1 + self.contrast).to(x.device).view(n, 1, 1, 1)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return ((x - mean) * c + mean * b).clamp(0, 255)
+
+
+def make_mixup(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+    """timm's batch Mixup / CutMix (switching 50/50 when both alphas are set), or None when both are 0.
+
+    Its own label smoothing stays off: the loss smooths the mixed targets, as it does plain labels.
+    """
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise ValueError(f"--mixup and --cutmix take an alpha >= 0, got {mixup_alpha} and {cutmix_alpha}.")
+    if not (mixup_alpha or cutmix_alpha):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=0.0, num_classes=num_classes)
+
+
+def mix_batch(mixup, inputs: torch.Tensor, labels: torch.Tensor):
+    """(inputs, targets): mixed inputs and soft targets, or the batch as it is without ``mixup`` or
+    when the batch is odd (timm pairs each image with its mirror in the batch)."""
+    if mixup is None or inputs.shape[0] % 2:
+        return inputs, labels
+    return mixup(inputs, labels)

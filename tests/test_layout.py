@@ -1,0 +1,50 @@
+"""The package's shape: what each entry point loads (serving stays clear of the training stack,
+``train.py --help`` of torch) and small modules and functions."""
+import ast
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+TRAINING_STACK = {"datasets", "accelerate", "sklearn"}
+
+
+def _top_modules_after(code: str) -> set:
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return set(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def test_the_classifier_does_not_load_the_training_stack(trained_folder, sample_image):
+    out, _ = trained_folder
+    assert not _top_modules_after("from brain_mri import BrainMRIClassifier") & TRAINING_STACK
+    predicted = _top_modules_after(
+        f"from brain_mri import BrainMRIClassifier\nBrainMRIClassifier.from_pretrained({str(out)!r}).predict({str(sample_image)!r})")
+    assert "timm" in predicted and not predicted & TRAINING_STACK
+
+
+def test_train_help_parses_before_anything_heavy_loads():
+    loaded = _top_modules_after(
+        "import runpy, sys\nsys.argv = ['train.py', '--help']\n"
+        "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit:\n    pass")
+    assert "brain_mri" in loaded and not loaded & ({"torch", "timm"} | TRAINING_STACK)
+
+
+def test_training_defaults_are_the_config_defaults():
+    import train
+    from brain_mri.config import TrainConfig
+
+    args = vars(train.parse_args(["--data", "d", "--output-dir", "o"]))
+    assert TrainConfig(**args) == TrainConfig(data="d", output_dir="o")
+
+
+def test_modules_and_functions_stay_small():
+    files = sorted((ROOT / "brain_mri").glob("*.py")) + [ROOT / "app.py", ROOT / "train.py"]
+    for f in files:
+        source = f.read_text()
+        assert len(source.splitlines()) <= 350, f.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 60, f"{f.name}: {node.name}"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from latency import timings  # beside this script
 
 from brain_mri.data import prepare_data
 from brain_mri.evaluate import split_logits
 from brain_mri.metrics import softmax
 from brain_mri.model import load_exported
+from latency import timings  # beside this script
 
 
 def probabilities(accelerator, model, split, data_config, flip: bool):

@@ -1,5 +1,10 @@
 """brain-mri: brain MRI tumour classification with Grad-CAM explanations."""
+from typing import TYPE_CHECKING
+
 from .config import CLASS_NAMES, DISCLAIMER
+
+if TYPE_CHECKING:
+    from .inference import BrainMRIClassifier
 
 __all__ = ["BrainMRIClassifier", "CLASS_NAMES", "DISCLAIMER"]
 __version__ = "0.1.0"
@@ -13,3 +18,7 @@ def __getattr__(name):
 
         return BrainMRIClassifier
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -10,7 +10,8 @@ TEMPLATE = Path(__file__).resolve().parent / "model_card.md"  # ./model_card.md 
 CARD_CONTEXT = "card_context.json"
 
 
-def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: dict, hardware: str) -> dict:
+def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: dict, hardware: str,
+                 train_seconds: float) -> dict:
     """Variables for ``model_card.md``.
 
     Args:
@@ -19,6 +20,7 @@ def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: di
         figures: figure paths relative to the model folder.
         data_config: the model's timm data config.
         hardware: one line on the processes, device, CPU and precision it trained on.
+        train_seconds: time spent in training epochs (with validation).
     """
     data = str(cfg.data)
     is_local = Path(data).is_dir()
@@ -38,7 +40,7 @@ def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: di
         "seed": cfg.seed,
         "epochs_run": training["epochs_run"],
         "best_epoch": training["best_epoch"],
-        "train_minutes": round(training["seconds"] / 60, 1),
+        "train_minutes": round(train_seconds / 60, 1),
         "hardware": hardware,
         "metrics": metrics,
         "eval_table": eval_table,

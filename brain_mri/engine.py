@@ -287,7 +287,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     _write_log(out / "training_log.csv", state["history"])
     hardware = (f"{accelerator.num_processes} x {accelerator.device} ({platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {accelerator.mixed_precision}")
-    write_card(out, card_context(cfg, metrics, figures, data_config, hardware))
+    write_card(out, card_context(cfg, metrics, figures, data_config, hardware, state["train_seconds"]))
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
     logger.info("Model folder: %s", out)

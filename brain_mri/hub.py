@@ -1,7 +1,7 @@
 """The Hugging Face Hub from here: is it reachable, is a name a repo id, uploads.
 
-Imports nothing of the package: data, model and inference all ask it before they try the
-network, so it stands below them.
+Imports nothing of the package: data and model ask it before they try the network, so it
+stands below them.
 """
 from __future__ import annotations
 

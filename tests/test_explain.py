@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 
 from brain_mri import BrainMRIClassifier
 from brain_mri.config import CAM_METHODS, CLASS_NAMES

@@ -1,5 +1,4 @@
 """Offline behaviour of the Hub paths, and the metric helpers."""
-import json
 import math
 
 import numpy as np

@@ -49,7 +49,7 @@ def facts_markdown(clf: BrainMRIClassifier) -> str:
 
 
 def analyse(clf: BrainMRIClassifier, image, dicom, method, target, opacity):
-    """The Analyse button: (label, image as the model sees it, CAM overlay, note) for one upload.
+    """The Analyse button: (label, the upload, its CAM overlay at the upload's size, note).
 
     A bad upload raises ``gr.Error`` with a plain message; an image that does not look like a
     brain MRI slice gets a warning instead of a label.
@@ -93,8 +93,8 @@ def build_demo(clf: BrainMRIClassifier, examples: list[str] | None = None) -> gr
                 label = gr.Label(num_top_classes=len(CLASS_NAMES), label="Prediction")
                 note = gr.Markdown()
                 with gr.Row():
-                    seen = gr.Image(label="Input as the model sees it", format="png", interactive=False, height=300)
-                    overlay = gr.Image(label="Grad-CAM overlay", format="png", interactive=False, height=300)
+                    seen = gr.Image(label="Your image", format="png", interactive=False, height=420)
+                    overlay = gr.Image(label="Grad-CAM overlay", format="png", interactive=False, height=420)
         button.click(partial(analyse, clf), [image, dicom, method, target, opacity], [label, seen, overlay, note],
                      api_name="predict")
         if examples:

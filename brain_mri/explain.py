@@ -84,17 +84,50 @@ def target_layer_for(model: torch.nn.Module, target_layer: str | None = None):
     return get_module(model, target_layer or default), reshape
 
 
+#: Longest side of the image an explanation is drawn on; larger uploads are shown scaled down.
+MAX_SIDE = 2048
+
+
 @dataclass
 class Explanation:
-    """The result of one explained prediction."""
+    """The result of one explained prediction, in the coordinates of the input image."""
 
     probabilities: dict  # class -> probability
     target: str  # the class the CAM explains
-    heatmap: np.ndarray  # H x W float32 in [0, 1], aligned with `image`
-    image: np.ndarray  # H x W x 3 uint8, the input as the model sees it (resized / cropped)
-    overlay: np.ndarray  # H x W x 3 uint8
+    heatmap: np.ndarray  # H x W float32 in [0, 1], aligned with `image`; 0 where the model did not look
+    image: np.ndarray  # H x W x 3 uint8, the input at its own size (scaled down past MAX_SIDE)
+    overlay: np.ndarray  # H x W x 3 uint8, the heatmap over `image`
     method: str
+    view: np.ndarray  # S x S x 3 uint8, the input as the model sees it (cropped / resized)
     warning: str | None = None  # why the image may not be a brain MRI slice (see brain_mri.quality)
+
+
+def display_image(rgb) -> np.ndarray:
+    """``rgb`` (PIL) as the uint8 array explanations are drawn on: its own size, at most MAX_SIDE."""
+    if max(rgb.size) > MAX_SIDE:
+        rgb = rgb.copy()
+        rgb.thumbnail((MAX_SIDE, MAX_SIDE))
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def heatmap_on_image(heatmap: np.ndarray, region, size: tuple[int, int]) -> np.ndarray:
+    """Puts a view's heatmap back where the view came from in an image of ``size`` (W, H).
+
+    Args:
+        heatmap: S x S map over the model's view.
+        region: ``(x0, y0, x1, y1)`` of the image that the view shows (see
+            :func:`~brain_mri.transforms.view_region`); it may reach past the image.
+    """
+    import cv2
+
+    w, h = size
+    x0, y0, x1, y1 = (round(v) for v in region)
+    placed = cv2.resize(heatmap, (max(1, x1 - x0), max(1, y1 - y0)), interpolation=cv2.INTER_LINEAR)
+    out = np.zeros((h, w), np.float32)
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if ix1 > ix0 and iy1 > iy0:
+        out[iy0:iy1, ix0:ix1] = placed[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+    return out
 
 
 def make_overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5) -> np.ndarray:

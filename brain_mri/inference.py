@@ -95,11 +95,13 @@ class BrainMRIClassifier:
             target_layer: dotted path of the layer to hook, for architectures without a rule.
 
         Returns:
-            An :class:`~brain_mri.explain.Explanation`; its ``warning`` says when the image does
-            not look like a brain MRI slice.
+            An :class:`~brain_mri.explain.Explanation`: the heatmap and overlay are aligned with the
+            input image at its own size (``view`` is what the model saw); ``warning`` says when the
+            image does not look like a brain MRI slice.
         """
-        from .explain import Explanation, compute_cam, make_overlay
+        from .explain import Explanation, compute_cam, display_image, heatmap_on_image, make_overlay
         from .quality import mri_warning
+        from .transforms import view_region
 
         if target is not None and target not in self.class_names:
             raise ValueError(f"Unknown target class {target!r}; choose one of {', '.join(self.class_names)}.")
@@ -114,8 +116,12 @@ class BrainMRIClassifier:
             logits, heatmap = compute_cam(self.model, batch, method, index, target_layer)
         probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
         explained = int(probs.argmax()) if index is None else index
+        shown = display_image(rgb)
+        ratio = shown.shape[1] / rgb.size[0]  # < 1 when a large image is shown scaled down
+        region = [v * ratio for v in view_region(rgb.size, self.data_config)]
+        on_image = heatmap_on_image(heatmap, region, (shown.shape[1], shown.shape[0]))
         return Explanation(
             probabilities={c: float(p) for c, p in zip(self.class_names, probs)},
-            target=self.class_names[explained], heatmap=heatmap, image=view,
-            overlay=make_overlay(view, heatmap, opacity), method=method, warning=mri_warning(rgb),
+            target=self.class_names[explained], heatmap=on_image, image=shown,
+            overlay=make_overlay(shown, on_image, opacity), method=method, view=view, warning=mri_warning(rgb),
         )

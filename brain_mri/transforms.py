@@ -5,6 +5,8 @@ tensors here, so the input pipeline costs almost nothing beside the model step o
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,20 @@ def split_eval_transform(data_config: dict):
     steps = create_transform(**data_config, is_training=False).transforms
     first = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
     return T.Compose(steps[:first]), T.Compose(steps[first:])
+
+
+def view_region(size: tuple[int, int], data_config: dict) -> tuple[float, float, float, float]:
+    """The rectangle ``(x0, y0, x1, y1)`` of an image of ``size`` (W, H) that the eval transform
+    of ``data_config`` turns into the model's square view (it can reach past the image: padding)."""
+    w, h = size
+    s = data_config["input_size"][-1]
+    scale = s / math.floor(s / (data_config.get("crop_pct") or 1.0))  # timm's scale_size, as a ratio
+    mode = data_config.get("crop_mode") or "center"
+    if mode == "squash":  # each edge resized on its own, then a centred crop
+        cw, ch = w * scale, h * scale
+    else:  # the shorter edge ("center") or the longer one ("border", padded) resized, then a centred crop
+        cw = ch = (max(w, h) if mode == "border" else min(w, h)) * scale
+    return (w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2
 
 
 class Normalize(torch.nn.Module):

@@ -33,7 +33,7 @@ def test_upload_and_see_label_and_overlay(trained_folder, tiny_data):
 
             overlay = image_of("Grad-CAM overlay")
             overlay.wait_for(state="visible", timeout=60_000)
-            image_of("Input as the model sees it").wait_for(state="visible", timeout=60_000)
+            image_of("Your image").wait_for(state="visible", timeout=60_000)
             page.get_by_text("Heatmap: ").wait_for(timeout=60_000)
             panel = page.get_by_text("Prediction", exact=True).locator("xpath=ancestor::div[contains(., '%')][1]")
             text = panel.inner_text()

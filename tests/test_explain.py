@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 from brain_mri import BrainMRIClassifier
 from brain_mri.config import CAM_METHODS, CLASS_NAMES
@@ -35,9 +36,10 @@ def test_cam_per_family(arch, kw, size, sample_image):
     method = kw.pop("method", "gradcam")
     clf = _classifier(arch, size, **kw)
     e = clf.explain(sample_image, method=method)
-    assert e.heatmap.shape == (size, size) and e.heatmap.dtype == np.float32
+    assert e.heatmap.shape == (64, 64) and e.heatmap.dtype == np.float32  # the image's size
     assert e.heatmap.min() >= 0 and e.heatmap.max() <= 1 and e.heatmap.std() > 1e-3
-    assert e.overlay.shape == e.image.shape == (size, size, 3) and e.overlay.dtype == np.uint8
+    assert e.overlay.shape == e.image.shape == (64, 64, 3) and e.overlay.dtype == np.uint8
+    assert e.view.shape == (size, size, 3)
     # probabilities of the CAM pass are those of a plain predict
     np.testing.assert_allclose(list(e.probabilities.values()), list(clf.predict(sample_image).values()), atol=1e-5)
     assert e.target == max(e.probabilities, key=e.probabilities.get)
@@ -105,7 +107,7 @@ def test_unsupported_architecture_names_the_way_out(sample_image):
         clf.explain(sample_image)
     for layer in ("features.0", "features.1"):  # with and without weights of its own
         e = clf.explain(sample_image, target_layer=layer)
-        assert e.heatmap.shape == (32, 32) and e.heatmap.std() > 1e-3
+        assert e.heatmap.shape == (64, 64) and e.heatmap.std() > 1e-3
 
 
 def test_concurrent_requests_do_not_mix(tiny_data):
@@ -146,6 +148,55 @@ def test_memory_does_not_grow(sample_image):
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 50, grown_mb
     assert _hooks(clf.model) == 0
+
+
+@pytest.mark.parametrize("mode, region", [
+    ("center", (50, 0, 250, 200)),  # the shorter edge fills the view: the sides are cut off
+    ("squash", (0, 0, 300, 200)),  # both edges resized on their own
+    ("border", (0, -50, 300, 250)),  # the longer edge fills the view: padding above and below
+])
+def test_view_region_is_what_the_eval_transform_shows(mode, region):
+    from brain_mri.transforms import split_eval_transform, view_region
+
+    cfg = {"input_size": (3, 60, 60), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3,
+           "crop_pct": 1.0, "crop_mode": mode}
+    x, y = np.meshgrid(np.arange(300), np.arange(200))  # red = column, green = row (a quarter grey level per px)
+    image = Image.fromarray(np.dstack([x * 255 / 300, y * 255 / 300, np.full_like(x, 255)]).astype(np.uint8))
+    assert view_region(image.size, cfg) == pytest.approx(region)
+    view = np.asarray(split_eval_transform(cfg)[0](image)).astype(float)
+    inside = view[..., 2] > 128  # padding is the mean grey, not white
+    x0, y0, x1, y1 = region
+    cols, rows = np.nonzero(inside.any(0))[0], np.nonzero(inside.any(1))[0]
+    # the view's first and last image pixels hold the region's edges (within one view pixel)
+    step = (x1 - x0) / 60 * 255 / 300
+    assert view[rows[0], cols[0], 0] == pytest.approx(max(x0, 0) * 255 / 300, abs=step + 1)
+    assert view[rows[-1], cols[-1], 0] == pytest.approx(min(x1, 300) * 255 / 300, abs=step + 1)
+    assert view[rows[0], cols[0], 1] == pytest.approx(max(y0, 0) * 255 / 300, abs=step + 1)
+    assert view[rows[-1], cols[-1], 1] == pytest.approx(min(y1, 200) * 255 / 300, abs=step + 1)
+
+
+def test_heatmap_goes_back_where_the_view_came_from():
+    from brain_mri.explain import heatmap_on_image
+
+    heatmap = np.zeros((10, 10), np.float32)
+    heatmap[2, 7] = 1.0  # view cell (row 2, column 7)
+    out = heatmap_on_image(heatmap, (50, -20, 250, 180), (300, 200))  # 20 px of the view lie above the image
+    assert out.shape == (200, 300)
+    y, x = np.unravel_index(out.argmax(), out.shape)
+    assert abs(x - (50 + 7.5 * 20)) <= 10 and abs(y - (-20 + 2.5 * 20)) <= 10
+    assert not out[:, :50].any() and not out[:, 250:].any()  # outside the view nothing is lit
+
+
+def test_explanations_are_in_the_images_own_coordinates(sample_image):
+    clf = _classifier("test_resnet")
+    wide = Image.open(sample_image).convert("RGB").resize((300, 200))
+    e = clf.explain(wide)
+    assert e.image.shape == e.overlay.shape == (200, 300, 3) and e.heatmap.shape == (200, 300)
+    np.testing.assert_array_equal(e.image, np.asarray(wide))
+    assert e.view.shape == (64, 64, 3)
+    assert not e.heatmap[:, :45].any() and not e.heatmap[:, 255:].any() and e.heatmap[:, 60:240].any()
+    huge = clf.explain(wide.resize((4096, 2730)))
+    assert huge.image.shape == huge.heatmap.shape + (3,) == (1365, 2048, 3)
 
 
 @requires_bundled_model

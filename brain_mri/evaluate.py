@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CLASS_NAMES
+from .config import CAM_METHODS, CLASS_NAMES
 from .data import make_loader, prepare_data
+from .localise import box_energy_ratio, head_energy_share, load_boxes, pointing_hit, summarise
 from .metrics import evaluate_logits, softmax
 from .model import load_exported
-from .transforms import Normalize
+from .transforms import Normalize, view_region
 
 
 @torch.no_grad()
@@ -37,6 +38,39 @@ def split_logits(accelerator, model, split, data_config: dict, batch_size: int =
     loader = accelerator.prepare(make_loader(split, batch_size, False, 0))
     normalize = Normalize(data_config["mean"], data_config["std"]).to(accelerator.device)
     return predict_logits(accelerator, model.to(accelerator.device), loader, normalize)
+
+
+def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: str = "gradcam",
+             target_layer: str | None = None) -> list[dict]:
+    """Explains the true class of every boxed and every "no tumour" image of a split and scores the map.
+
+    Args:
+        boxes: from :func:`~brain_mri.localise.load_boxes`; keys are ``folder/class/file``.
+        folder: the split's folder in the dataset (``Training`` or ``Testing``).
+
+    Returns:
+        One row per image for :func:`~brain_mri.localise.summarise`.
+    """
+    from .explain import compute_cam, heatmap_on_image
+
+    model = model.cpu().eval()
+    normalize = Normalize(data_config["mean"], data_config["std"])
+    rows = []
+    for i, (name, label) in enumerate(zip(split.names, split.labels)):
+        box = boxes.get(f"{folder}/{name}")
+        if box is None and CLASS_NAMES[label] != "notumor":
+            continue
+        _, heatmap = compute_cam(model, normalize(torch.from_numpy(split.images[i:i + 1])), method, int(label),
+                                 target_layer)
+        row = {"file": name, "label": CLASS_NAMES[label]}
+        if box is not None:
+            size = (int(box[4]), int(box[5]))
+            on_image = heatmap_on_image(heatmap, view_region(size, data_config), size)
+            row.update(hit=pointing_hit(on_image, box), box_ratio=box_energy_ratio(on_image, box))
+        if row["label"] == "notumor":  # in the model's view: the head is what it was shown
+            row["head_share"] = head_energy_share(heatmap, split.images[i].transpose(1, 2, 0))
+        rows.append(row)
+    return rows
 
 
 def write_predictions(path: Path, names, labels, probs, leak_free):
@@ -62,6 +96,10 @@ def evaluate_model(model: str, data: str, batch_size: int = 64, output: str | No
     logits, labels = split_logits(Accelerator(), net, bundle.test, data_config, batch_size)
     result = {k: v["uncalibrated"] for k, v in evaluate_logits(logits, labels, 1.0, bundle.test_leak_free).items()}
     result["duplicates"] = bundle.report.as_dict()
+    boxes = load_boxes(data) if Path(data).is_dir() else {}
+    if boxes:  # measurement only: nothing is chosen with the Testing boxes
+        result["localisation"] = {m: summarise(cam_rows(net, bundle.test, data_config, boxes, "Testing", m))
+                                  for m in CAM_METHODS}
     if output:
         Path(output).write_text(json.dumps(result, indent=1))
     if csv_path:
@@ -70,7 +108,7 @@ def evaluate_model(model: str, data: str, batch_size: int = 64, output: str | No
 
 
 def format_table(result: dict) -> str:
-    """The metrics of :func:`evaluate_model` as a markdown table."""
+    """The metrics of :func:`evaluate_model` as markdown tables."""
     rows = ["| split | n | accuracy (95% CI) | macro-F1 | glioma recall | ECE | NLL |", "|---|---:|---|---:|---:|---:|---:|"]
     for k in ("full", "leak_free"):
         if k in result:
@@ -78,4 +116,21 @@ def format_table(result: dict) -> str:
             lo, hi = m["accuracy_ci95"]
             rows.append(f"| {k.replace('_', '-')} | {m['n']} | {m['accuracy']:.4f} ({lo:.4f}-{hi:.4f}) | "
                         f"{m['macro_f1']:.4f} | {m['per_class']['glioma']['recall']:.4f} | {m['ece']:.4f} | {m['nll']:.4f} |")
+    if result.get("localisation"):
+        rows += ["", localisation_table(result["localisation"])]
+    return "\n".join(rows)
+
+
+def localisation_table(by_method: dict) -> str:
+    """``{method: summarise(...)}`` as a markdown table: pointing game and box energy ratio per class,
+    CAM energy in the head for "no tumour"."""
+    def cell(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    rows = ["| CAM | class | boxed images | pointing game | energy in box / box share | \"no tumour\" energy in head |",
+            "|---|---|---:|---:|---:|---:|"]
+    for method, table in by_method.items():
+        for name, m in table.items():
+            rows.append(f"| {CAM_METHODS[method][1]} | {name} | {m['boxed']} | {cell(m['pointing'], '.3f')} | "
+                        f"{cell(m['box_ratio'], '.2f')} | {cell(m['head_share'], '.3f')} |")
     return "\n".join(rows)

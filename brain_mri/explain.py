@@ -175,19 +175,3 @@ def _grad_only_from(model: torch.nn.Module, layer: torch.nn.Module):
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
-
-
-def head_mask(image: np.ndarray, threshold: int = 20) -> np.ndarray:
-    """Boolean H x W mask of the head: pixels brighter than ``threshold``, closed and hole-filled
-    (dark ventricles and CSF inside the skull count as head)."""
-    from scipy import ndimage
-
-    mask = image.max(axis=-1) > threshold
-    mask = ndimage.binary_closing(mask, iterations=2)
-    return ndimage.binary_fill_holes(mask)
-
-
-def head_energy_share(heatmap: np.ndarray, image: np.ndarray, threshold: int = 20) -> float:
-    """Share of the CAM's energy (sum of the map) that falls inside :func:`head_mask`."""
-    total = float(heatmap.sum())
-    return float(heatmap[head_mask(image, threshold)].sum() / total) if total > 0 else float("nan")

@@ -1,5 +1,6 @@
 """Fixtures: a tiny dataset in the Kaggle layout (made here, never real MRI) and a trained tiny model."""
 import io
+import json
 import os
 import subprocess
 import sys
@@ -20,12 +21,15 @@ TINY_ARGS = ["--model", "test_resnet", "--image-size", "32", "--batch-size", "8"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may touch the network
 
 
-def synthetic_slice(rng, cls: int, size: int = 64) -> Image.Image:
-    """A grey 'head' disc with a class-dependent bright blob and noise: distinct per call."""
+def synthetic_slice(rng, cls: int, size: int = 64, centre: list | None = None) -> Image.Image:
+    """A grey 'head' disc with a class-dependent bright blob and noise: distinct per call.
+    ``centre`` receives the blob's centre (fractions of the size)."""
     yy, xx = np.mgrid[:size, :size] / size
     img = 60 * (((xx - 0.5) ** 2 + (yy - 0.5) ** 2) < 0.16)
     cx, cy = [(0.35, 0.35), (0.65, 0.35), (0.5, 0.5), (0.5, 0.68)][cls]
     cx, cy = cx + rng.uniform(-0.05, 0.05), cy + rng.uniform(-0.05, 0.05)
+    if centre is not None:
+        centre[:] = [cx, cy]
     if cls != 2:
         img = img + 150 * (((xx - cx) ** 2 + (yy - cy) ** 2) < 0.01)
     img = img + rng.normal(0, 35, img.shape)
@@ -36,13 +40,20 @@ def make_tiny_dataset(root: Path, seed: int = 0) -> dict:
     """Writes the Kaggle layout with a corrupt file, an exact and a resized copy of test images
     in Training, and an exact copy inside Training. Returns what was planted."""
     rng = np.random.default_rng(seed)
+    boxes = ["file,label,x_min,y_min,x_max,y_max,width,height,figshare_index"]
     for split, n in (("Training", N_TRAIN), ("Testing", N_TEST)):
         for c, name in enumerate(CLASSES):
             d = root / split / name
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                im = synthetic_slice(rng, c)
-                (im.convert("RGB") if i % 2 else im).save(d / f"{split[:2]}-{name[:2]}_{i:04d}.jpg", quality=95)
+                centre = []
+                im = synthetic_slice(rng, c, centre=centre)
+                file = f"{split}/{name}/{split[:2]}-{name[:2]}_{i:04d}.jpg"
+                (im.convert("RGB") if i % 2 else im).save(root / file, quality=95)
+                if name != "notumor":  # the blob, as tumour_boxes.csv gives it for the real data
+                    x0, y0, x1, y1 = (64 * (v + d) for v, d in zip(centre * 2, (-0.1, -0.1, 0.1, 0.1)))
+                    boxes.append(f"{file},{name},{x0:.1f},{y0:.1f},{x1:.1f},{y1:.1f},64,64,{len(boxes)}")
+    (root / "tumour_boxes.csv").write_text("\n".join(boxes) + "\n")
     train, test = root / "Training", root / "Testing"
     (train / "glioma" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     exact_src = test / "meningioma" / "Te-me_0000.jpg"
@@ -77,6 +88,18 @@ def trained_folder(tiny_data, tmp_path_factory):
     r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, r
+
+
+@pytest.fixture(scope="session")
+def evaluated(trained_folder, tiny_data, tmp_path_factory):
+    """``python -m brain_mri evaluate`` of the tiny model on the tiny data: (stdout, the --output JSON)."""
+    out, _ = trained_folder
+    root, _ = tiny_data
+    metrics = tmp_path_factory.mktemp("evaluate") / "m.json"
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "evaluate", "--model", str(out), "--data", str(root),
+                        "--output", str(metrics)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, json.loads(metrics.read_text())
 
 
 @pytest.fixture

@@ -154,18 +154,14 @@ def test_card_holds_measured_metrics(trained_folder):
     assert "train.py --data" in card
 
 
-def test_evaluate_cli_reproduces_card(trained_folder, tiny_data, tmp_path):
+def test_evaluate_cli_reproduces_card(trained_folder, evaluated):
     out, _ = trained_folder
-    root, _ = tiny_data
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "evaluate", "--model", str(out), "--data", str(root),
-                        "--output", str(tmp_path / "m.json")], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads((tmp_path / "m.json").read_text())
+    stdout, got = evaluated
     card = json.loads((out / "metrics.json").read_text())["test"]
     for subset in ("full", "leak_free"):
         for k in ("accuracy", "macro_f1", "ece", "nll"):
             assert got[subset][k] == pytest.approx(card[subset]["calibrated"][k], abs=1e-4), (subset, k)
-    assert "| leak-free |" in r.stdout
+    assert "| leak-free |" in stdout
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Do the explanations point at the tumour, and are they faithful to the model?
+
+    python benchmarks/localisation.py --model model --data ../shared/data/brain-tumor-mri \\
+        [--methods gradcam layercam] [--target-layer layer3.-1] [--faithfulness 40] [--grid runs/cam_grid.png]
+
+Per split (the run's validation split, rebuilt from ``training_args.json``, and Testing) and CAM
+method: the pointing game and CAM energy in the box / box share on images with a tumour box,
+and CAM energy inside the head on "no tumour" images. Choose with the validation rows; the
+Testing boxes are for measurement only. Then, on Testing's boxed images and the default CAM
+layer, ROAD (pytorch-grad-cam) and the model-randomisation test, and ``--grid``: overlays with their boxes drawn, at most 24
+small tiles (dataset images: keep the file out of the repository unless it is a card figure).
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brain_mri.data import prepare_data
+from brain_mri.evaluate import cam_rows, localisation_table
+from brain_mri.faithfulness import randomisation_correlation, randomised_copy, road_scores
+from brain_mri.localise import load_boxes, summarise
+from brain_mri.model import load_exported
+from brain_mri.transforms import Normalize
+
+
+def boxed_batch(split, boxes, folder, data_config, n):
+    """Normalised views, labels, names and boxes of up to ``n`` boxed images of a split."""
+    idx = [i for i, name in enumerate(split.names) if f"{folder}/{name}" in boxes][:n]
+    views = torch.from_numpy(split.images[idx])
+    batch = Normalize(data_config["mean"], data_config["std"])(views)
+    return batch, split.labels[idx], [split.names[i] for i in idx], views
+
+
+def faithfulness(model, batch, labels, method):
+    rand = np.asarray(randomisation_correlation(model, randomised_copy(model), batch, labels, method))
+    road = road_scores(model, batch, labels, method)
+    print(f"| {method} | {len(labels)} | {np.nanmean(rand):.3f} | {int(np.isnan(rand).sum())} | {road.mean():.3f} |")
+
+
+def draw_grid(model, data_config, batch, labels, names, views, boxes, path, method):
+    from PIL import Image, ImageDraw
+
+    from brain_mri.explain import compute_cam, make_overlay
+
+    tiles = []
+    for x, y, name, view in zip(batch[:24], labels, names, views):
+        heatmap = compute_cam(model, x[None], method, int(y))[1]
+        tile = Image.fromarray(make_overlay(view.numpy().transpose(1, 2, 0), heatmap, 0.45))
+        x0, y0, x1, y1, w, h = boxes[f"Testing/{name}"]
+        s = tile.width / w  # Kaggle images are square and resized whole: box -> view is a scale
+        ImageDraw.Draw(tile).rectangle([x0 * s, y0 * s, x1 * s, y1 * s], outline=(255, 255, 255), width=2)
+        tiles.append(tile.resize((112, 112)))
+    cols = 8
+    grid = Image.new("RGB", (112 * cols, 112 * ((len(tiles) + cols - 1) // cols)))
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, (112 * (i % cols), 112 * (i // cols)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    print(f"grid ({len(tiles)} Testing images, true class explained, box in white): {path}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--methods", nargs="+", default=["gradcam", "layercam", "eigencam"])
+    p.add_argument("--target-layer", default=None, help="dotted layer path; default the family's rule")
+    p.add_argument("--faithfulness", type=int, default=40, metavar="N", help="boxed Testing images for ROAD / randomisation")
+    p.add_argument("--grid", help="PNG path for a grid of overlays with boxes")
+    args = p.parse_args()
+
+    run = json.loads((Path(args.model) / "training_args.json").read_text())
+    model, data_config = load_exported(args.model)
+    bundle = prepare_data(args.data, data_config, run["val_fraction"], run["seed"], progress=False)
+    boxes = load_boxes(args.data)
+    print(f"{args.model}, CAM on {args.target_layer or 'the default layer'}, the true class explained")
+    for split, folder, name in ((bundle.val, "Training", "validation"), (bundle.test, "Testing", "Testing")):
+        tables = {m: summarise(cam_rows(model, split, data_config, boxes, folder, m, args.target_layer))
+                  for m in args.methods}
+        print(f"\n{name}\n{localisation_table(tables)}")
+    batch, labels, names, views = boxed_batch(bundle.test, boxes, "Testing", data_config, args.faithfulness)
+    print("\n| method | images | rank correlation with the randomised last stage | empty randomised maps | ROAD |\n"
+          "|---|---:|---:|---:|---:|")
+    for m in args.methods:
+        faithfulness(model, batch, labels, m)
+    if args.grid:
+        draw_grid(model, data_config, *boxed_batch(bundle.test, boxes, "Testing", data_config, 24), boxes,
+                  args.grid, args.methods[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -53,8 +53,9 @@ def parse_args(argv=None):
     g.add_argument("--model-ema", type=float, default=D.model_ema, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
                         "validate / export it; 0 = off (default %(default)s)")
-    g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=D.mixed_precision,
-                   help="autocast precision; bf16 about doubles speed on a recent CPU (default %(default)s)")
+    g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=D.mixed_precision,
+                   help="autocast precision; auto = bf16 where it is fast (CUDA with bf16, a CPU with AVX-512 BF16 "
+                        "or AMX), else fp32: emulated bf16 on an AVX2-only CPU is many times slower (default %(default)s)")
     g.add_argument("--seed", type=int, default=D.seed, help="(default %(default)s)")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
 

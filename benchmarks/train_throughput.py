@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Training throughput: the full pipeline (loader + augmentation + step) vs the model step alone.
+"""Training throughput: fp32 against bf16, and the full pipeline (loader + augmentation + step)
+against the model step alone.
 
     python benchmarks/train_throughput.py [--data ../shared/data/brain-tumor-mri] [--model resnet18]
 
-Both sides run the same ``Trainer.train_epoch`` with the same model, optimizer, batch size and
-precision; the model-only side feeds ready, normalised tensors and skips augmentation.
+First a plain training step in fp32 and in bf16 autocast, to show what ``--mixed-precision auto``
+should pick on this CPU. Then, in the chosen precision, both sides run the same
+``Trainer.train_epoch`` with the same model, optimizer and batch size; the model-only side feeds
+ready, normalised tensors and skips augmentation.
 """
 import argparse
 import time
@@ -15,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from brain_mri.data import DecodedSplit, make_loader, prepare_data
-from brain_mri.engine import Trainer
+from brain_mri.engine import Trainer, fast_bf16, resolve_mixed_precision
 from brain_mri.model import create_model, model_data_config
 from brain_mri.transforms import BatchAugment, Normalize
 
@@ -43,6 +46,21 @@ def timed_epoch(accelerator, model, loader, normalize, augment, steps):
     return steps * loader.batch_size / (time.perf_counter() - t)
 
 
+def step_rate(model, images, labels, bf16: bool, steps: int) -> float:
+    """Images per second of forward + backward + AdamW steps, after one warm-up step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+    for i in range(steps + 1):
+        if i == 1:
+            t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = criterion(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * len(labels) / (time.perf_counter() - t)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="Kaggle-layout folder; default: random images of the same shape")
@@ -51,13 +69,18 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=12, help="timed steps per side")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--mixed-precision", default="bf16", choices=("no", "bf16"))
+    p.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16"))
     args = p.parse_args()
 
-    accelerator = Accelerator(mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision, cpu=True)
     set_seed(0)
     model, _ = create_model(args.model, "no")
     cfg = model_data_config(model, args.image_size)
+    x, y = torch.randn(args.batch_size, 3, args.image_size, args.image_size), torch.randint(0, 4, (args.batch_size,))
+    rates = {name: step_rate(model, x, y, name == "bf16", max(2, args.steps // 3)) for name in ("fp32", "bf16")}
+    precision = resolve_mixed_precision(args.mixed_precision, cpu=True)
+    print(f"| precision | model step, images/s |\n|---|---:|\n| fp32 | {rates['fp32']:.1f} |\n| bf16 | {rates['bf16']:.1f} |")
+    print(f"native bf16 on this CPU: {fast_bf16(cpu=True)}; --mixed-precision {args.mixed_precision} -> {precision}\n")
+    accelerator = Accelerator(mixed_precision=None if precision == "no" else precision, cpu=True)
     n = args.steps * args.batch_size
     if args.data:
         split = prepare_data(args.data, cfg, with_val=False, progress=False).train
@@ -76,7 +99,7 @@ def main():
     only = timed_epoch(accelerator, model,
                        torch.utils.data.DataLoader(_Constant(ready, labels), batch_size=args.batch_size, drop_last=True),
                        torch.nn.Identity(), lambda x, g=None: x, steps)
-    print(f"{args.model} {args.image_size}px, batch {args.batch_size}, {args.mixed_precision}, "
+    print(f"{args.model} {args.image_size}px, batch {args.batch_size}, {precision}, "
           f"{torch.get_num_threads()} threads, {args.workers} worker(s), {steps} timed steps")
     print("| pipeline | images/s |\n|---|---:|")
     print(f"| model step alone (ready tensors) | {only:.1f} |")

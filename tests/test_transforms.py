@@ -1,4 +1,4 @@
-"""Batch augmentation and mixup."""
+"""Batch augmentation, mixup, and the training precision."""
 import pytest
 import torch
 
@@ -26,3 +26,17 @@ def test_mixup_gives_soft_targets_and_leaves_odd_batches_alone():
     assert not torch.equal(mixed, x)
     odd_x, odd_y = mix_batch(make_mixup(1.0, 0.0, 4), x[:5].clone(), y[:5])
     assert torch.equal(odd_x, x[:5]) and torch.equal(odd_y, y[:5])
+
+
+def test_auto_precision_follows_the_cpus_native_bf16():
+    from pathlib import Path
+
+    from brain_mri.engine import resolve_mixed_precision
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    native = bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert resolve_mixed_precision("auto", cpu=True) == ("bf16" if native else "no")
+    assert resolve_mixed_precision("no", cpu=True) == "no" and resolve_mixed_precision("bf16", cpu=True) == "bf16"

@@ -34,6 +34,9 @@ def parse_args(argv=None):
                         "yes = required; no = from scratch (default %(default)s)")
     g.add_argument("--image-size", type=int, default=D.image_size,
                    help="square input size in pixels (default %(default)s)")
+    g.add_argument("--head-crop", action="store_true",
+                   help="crop each image to a square around the head before resizing (brain_mri.transforms."
+                        "crop_to_head), in training and wherever the exported model is used")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=D.epochs, help="maximum epochs (default %(default)s)")

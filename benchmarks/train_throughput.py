@@ -88,7 +88,8 @@ def main():
     else:
         rng = np.random.default_rng(0)
         split = DecodedSplit(rng.integers(0, 256, (n, 3, args.image_size, args.image_size), dtype=np.uint8),
-                             rng.integers(0, 4, n), [""] * n, [""] * n, np.zeros((n, 1), np.float32))
+                             rng.integers(0, 4, n), [""] * n, [""] * n, np.zeros((n, 1), np.float32),
+                             np.zeros((n, 4), np.float32))
     steps = len(split) // args.batch_size
     normalize = Normalize(cfg["mean"], cfg["std"])
 

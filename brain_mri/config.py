@@ -64,6 +64,7 @@ class TrainConfig:
     model: str = "resnet18"  # a timm architecture
     pretrained: str = "auto"
     image_size: int = 160
+    head_crop: bool = False
     epochs: int = 20
     batch_size: int = 32
     grad_accum: int = 1

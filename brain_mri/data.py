@@ -18,7 +18,7 @@ from .config import CLASS_NAMES, IMAGE_EXTENSIONS, KAGGLE_SPLITS, TrainConfig
 from .dedup import DedupReport, audit_split, duplicate_groups, thumbnail
 from .hub import hub_unreachable_reason, is_hub_id
 from .images import to_pil_rgb
-from .transforms import split_eval_transform
+from .transforms import split_eval_transform, view_region
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +140,15 @@ def standardise(split, source: str):
 # ----------------------------------------------------------------------------- decoding
 @dataclass
 class DecodedSplit:
-    """One split decoded once: model-size uint8 arrays, labels, file ids, hashes, thumbnails."""
+    """One split decoded once: model-size uint8 arrays, labels, file ids, hashes, thumbnails, and
+    where each view lies in its image."""
 
     images: np.ndarray  # N x 3 x S x S, uint8
     labels: np.ndarray  # N, int64
     names: list  # file name relative to the split folder, or a row id
     md5: list
     thumbs: np.ndarray  # N x THUMB_SIZE**2, float32
+    regions: np.ndarray  # N x 4, float32: (x0, y0, x1, y1) of the image that the view shows
 
     def __len__(self):
         return len(self.labels)
@@ -155,19 +157,21 @@ class DecodedSplit:
         idx = np.asarray(idx, dtype=np.int64)
         return DecodedSplit(
             self.images[idx], self.labels[idx], [self.names[i] for i in idx],
-            [self.md5[i] for i in idx], self.thumbs[idx],
+            [self.md5[i] for i in idx], self.thumbs[idx], self.regions[idx],
         )
 
 
-def decode_split(split, geometric, name: str, progress: bool = True) -> tuple[DecodedSplit, list]:
-    """Decodes every image once; unreadable files are collected, not raised.
+def decode_split(split, data_config: dict, name: str, progress: bool = True) -> tuple[DecodedSplit, list]:
+    """Decodes every image once into the model's view (eval transform of ``data_config``);
+    unreadable files are collected, not raised.
 
     Returns:
         The decoded split and the list of skipped (name, reason) pairs.
     """
     from tqdm.auto import tqdm
 
-    images, labels, names, md5s, thumbs, skipped = [], [], [], [], [], []
+    geometric, _ = split_eval_transform(data_config)
+    images, labels, names, md5s, thumbs, regions, skipped = [], [], [], [], [], [], []
     for i, row in enumerate(tqdm(split, desc=f"decode {name}", disable=not progress, leave=False)):
         ref = row["image"]
         path = ref.get("path")
@@ -184,10 +188,12 @@ def decode_split(split, geometric, name: str, progress: bool = True) -> tuple[De
         names.append(file_id)
         md5s.append(hashlib.md5(data).hexdigest())
         thumbs.append(thumbnail(rgb))
+        regions.append(view_region(rgb, data_config))
     if not images:
         raise DataError(f"The {name} split holds no readable images.")
     return DecodedSplit(
-        np.stack(images), np.asarray(labels, dtype=np.int64), names, md5s, np.stack(thumbs)
+        np.stack(images), np.asarray(labels, dtype=np.int64), names, md5s, np.stack(thumbs),
+        np.asarray(regions, dtype=np.float32),
     ), skipped
 
 
@@ -238,9 +244,8 @@ def prepare_data(
     validation or test image are dropped.
     """
     raw = load_raw_splits(source)
-    geometric, _ = split_eval_transform(data_config)
-    train, skipped = decode_split(raw["train"], geometric, "train", progress)
-    test, skipped_test = decode_split(raw["test"], geometric, "test", progress)
+    train, skipped = decode_split(raw["train"], data_config, "train", progress)
+    test, skipped_test = decode_split(raw["test"], data_config, "test", progress)
     skipped += skipped_test
     if skipped:
         logger.warning(

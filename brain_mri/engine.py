@@ -184,7 +184,7 @@ def run_training(cfg: TrainConfig) -> Path:
                 accelerator.mixed_precision, " (--mixed-precision auto)" if cfg.mixed_precision == "auto" else "")
 
     model, used_pretrained = create_model(cfg.model, cfg.pretrained, cfg.image_size)
-    data_config = model_data_config(model, cfg.image_size)
+    data_config = model_data_config(model, cfg.image_size, cfg.head_crop)
     bundle = prepare_data(cfg.data, data_config, cfg.val_fraction, cfg.seed, drop_leaks=not cfg.keep_leaks,
                           progress=accelerator.is_local_main_process)
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),

@@ -17,7 +17,7 @@ from .data import make_loader, prepare_data
 from .localise import box_energy_ratio, head_energy_share, load_boxes, pointing_hit, summarise
 from .metrics import evaluate_logits, softmax
 from .model import load_exported
-from .transforms import Normalize, view_region
+from .transforms import Normalize
 
 
 @torch.no_grad()
@@ -64,8 +64,7 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
                                  target_layer)
         row = {"file": name, "label": CLASS_NAMES[label]}
         if box is not None:
-            size = (int(box[4]), int(box[5]))
-            on_image = heatmap_on_image(heatmap, view_region(size, data_config), size)
+            on_image = heatmap_on_image(heatmap, split.regions[i], (int(box[4]), int(box[5])))
             row.update(hit=pointing_hit(on_image, box), box_ratio=box_energy_ratio(on_image, box))
         if row["label"] == "notumor":  # in the model's view: the head is what it was shown
             row["head_share"] = head_energy_share(heatmap, split.images[i].transpose(1, 2, 0))

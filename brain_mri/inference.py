@@ -118,7 +118,7 @@ class BrainMRIClassifier:
         explained = int(probs.argmax()) if index is None else index
         shown = display_image(rgb)
         ratio = shown.shape[1] / rgb.size[0]  # < 1 when a large image is shown scaled down
-        region = [v * ratio for v in view_region(rgb.size, self.data_config)]
+        region = [v * ratio for v in view_region(rgb, self.data_config)]
         on_image = heatmap_on_image(heatmap, region, (shown.shape[1], shown.shape[0]))
         return Explanation(
             probabilities={c: float(p) for c, p in zip(self.class_names, probs)},

@@ -60,18 +60,22 @@ def create_model(arch: str, pretrained: str = "auto", image_size: int | None = N
     return timm.create_model(arch, pretrained=False, **kwargs), False
 
 
-def model_data_config(model: torch.nn.Module, image_size: int | None = None) -> dict:
+def model_data_config(model: torch.nn.Module, image_size: int | None = None, head_crop: bool = False) -> dict:
     """timm's data config for ``model``, at ``image_size``, resizing without cropping.
 
     MRI slices are centred and tumours can sit near the edge: crop_pct 1.0 keeps the
-    whole field of view.
+    whole field of view. ``head_crop`` adds ``"head_crop"`` (the parameters of
+    :func:`~brain_mri.transforms.crop_to_head`), which runs before timm's transform.
     """
     from timm.data import resolve_data_config
+
+    from .transforms import HEAD_CROP
 
     args = {"crop_pct": 1.0}
     if image_size:
         args["input_size"] = (3, image_size, image_size)
-    return resolve_data_config(args, model=model)
+    config = resolve_data_config(args, model=model)
+    return {**config, "head_crop": dict(HEAD_CROP)} if head_crop else config
 
 
 def fold_temperature(model: torch.nn.Module, temperature: float) -> None:
@@ -108,6 +112,8 @@ def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict) -> No
         cfg.pop("model_args", None)
     for k in ("tag", "origin_url", "paper_ids", "hf_hub_id"):
         cfg["pretrained_cfg"].pop(k, None)
+    if data_config.get("head_crop"):  # timm knows no such step: load_exported puts it back in front
+        cfg["brain_mri"] = {"head_crop": data_config["head_crop"]}
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
@@ -141,4 +147,15 @@ def load_exported(source: str | Path, device: str = "cpu"):
     labels = model.pretrained_cfg.get("label_names") or CLASS_NAMES
     if tuple(labels) != CLASS_NAMES:
         raise ValueError(f"{source} has classes {labels}, expected {CLASS_NAMES}.")
-    return model.to(device).eval(), resolve_data_config({}, model=model)
+    data_config = resolve_data_config({}, model=model)
+    head_crop = _exported_config(path if path.is_dir() else str(source)).get("brain_mri", {}).get("head_crop")
+    return model.to(device).eval(), {**data_config, "head_crop": head_crop} if head_crop else data_config
+
+
+def _exported_config(source) -> dict:
+    """``config.json`` of a model folder, or of a Hub repo (from the cache timm just filled)."""
+    if isinstance(source, Path):
+        return json.loads((source / "config.json").read_text())
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(source, "config.json")).read_text())

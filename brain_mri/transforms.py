@@ -1,4 +1,4 @@
-"""Transforms: the model's eval transform, uint8 -> normalised tensors, batch augmentation, mixup.
+"""Transforms: the head crop, the model's eval transform, uint8 -> normalised tensors, batch augmentation, mixup.
 
 Training and evaluation hold images as model-size uint8 arrays and turn whole batches into
 tensors here, so the input pipeline costs almost nothing beside the model step on a 2-core CPU.
@@ -11,24 +11,82 @@ import torch
 import torch.nn.functional as F
 
 
+#: Head crop: grey level above which a pixel may be head, and the margin around the head (share of its size).
+HEAD_CROP = {"threshold": 20, "margin": 0.04}
+
+
+def head_box(image, threshold: int = HEAD_CROP["threshold"], margin: float = HEAD_CROP["margin"]):
+    """A square ``(x0, y0, x1, y1)`` around the head of a PIL image: the bounding box of the largest
+    component brighter than ``threshold``, widened by ``margin`` on each side and squared about its
+    centre (it can reach past the image). Without such a component (1% of the image), the whole image."""
+    import numpy as np
+    from scipy import ndimage
+
+    grey = image.convert("L")
+    grey.thumbnail((256, 256))  # the box needs no more detail; large uploads stay fast
+    fx, fy = image.width / grey.width, image.height / grey.height
+    mask = ndimage.binary_opening(np.asarray(grey) > threshold, iterations=2)  # specks and text are not head
+    labels, n = ndimage.label(mask)
+    sizes = np.bincount(labels.ravel())[1:]
+    if n and sizes.max() >= 0.01 * mask.size:
+        ys, xs = np.nonzero(labels == sizes.argmax() + 1)
+        x0, y0, x1, y1 = xs.min() * fx, ys.min() * fy, (xs.max() + 1) * fx, (ys.max() + 1) * fy
+    else:
+        x0, y0, x1, y1, margin = 0, 0, image.width, image.height, 0.0
+    side = max(1, round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    left, top = round((x0 + x1 - side) / 2), round((y0 + y1 - side) / 2)
+    return left, top, left + side, top + side
+
+
+def crop_to_head(image, threshold: int = HEAD_CROP["threshold"], margin: float = HEAD_CROP["margin"]):
+    """The square around the head of a PIL image (:func:`head_box`), padded with black where it
+    reaches past the image. Models trained with ``--head-crop`` expect it before timm's transform:
+    apply it first when you feed such a model through timm or transformers."""
+    return image.crop(head_box(image, threshold, margin))
+
+
+class HeadCrop:
+    """:func:`crop_to_head` as a transform step."""
+
+    def __init__(self, threshold: int = HEAD_CROP["threshold"], margin: float = HEAD_CROP["margin"]):
+        self.threshold, self.margin = threshold, margin
+
+    def __call__(self, image):
+        return crop_to_head(image, self.threshold, self.margin)
+
+    def __repr__(self):
+        return f"HeadCrop(threshold={self.threshold}, margin={self.margin})"
+
+
 def split_eval_transform(data_config: dict):
-    """timm's eval transform for ``data_config``, split where the image becomes a tensor.
+    """The model's eval transform for ``data_config``, split where the image becomes a tensor.
 
     Returns:
-        ``(geometric, tensorize)``: resize / crop (PIL -> PIL) and to-tensor + normalise;
-        composed, they are exactly ``timm.data.create_transform(..., is_training=False)``.
+        ``(geometric, tensorize)``: head crop (when ``data_config["head_crop"]`` is set), resize /
+        crop (PIL -> PIL), and to-tensor + normalise; past the head crop they are exactly
+        ``timm.data.create_transform(..., is_training=False)``.
     """
     from timm.data import create_transform
     from torchvision import transforms as T
 
-    steps = create_transform(**data_config, is_training=False).transforms
+    timm_config = {k: v for k, v in data_config.items() if k != "head_crop"}
+    steps = create_transform(**timm_config, is_training=False).transforms
     first = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
-    return T.Compose(steps[:first]), T.Compose(steps[first:])
+    crop = [HeadCrop(**data_config["head_crop"])] if data_config.get("head_crop") else []
+    return T.Compose(crop + steps[:first]), T.Compose(steps[first:])
 
 
-def view_region(size: tuple[int, int], data_config: dict) -> tuple[float, float, float, float]:
-    """The rectangle ``(x0, y0, x1, y1)`` of an image of ``size`` (W, H) that the eval transform
-    of ``data_config`` turns into the model's square view (it can reach past the image: padding)."""
+def view_region(image, data_config: dict) -> tuple[float, float, float, float]:
+    """The rectangle ``(x0, y0, x1, y1)`` of a PIL image that the eval transform of ``data_config``
+    turns into the model's square view (it can reach past the image: padding)."""
+    if data_config.get("head_crop"):
+        x0, y0, x1, y1 = head_box(image, **data_config["head_crop"])
+        rx0, ry0, rx1, ry1 = _timm_region((x1 - x0, y1 - y0), data_config)
+        return x0 + rx0, y0 + ry0, x0 + rx1, y0 + ry1
+    return _timm_region(image.size, data_config)
+
+
+def _timm_region(size: tuple[int, int], data_config: dict) -> tuple[float, float, float, float]:
     w, h = size
     s = data_config["input_size"][-1]
     scale = s / math.floor(s / (data_config.get("crop_pct") or 1.0))  # timm's scale_size, as a ratio

@@ -91,6 +91,16 @@ def trained_folder(tiny_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def cropped_folder(tiny_data, tmp_path_factory):
+    """The same run with --head-crop."""
+    out = tmp_path_factory.mktemp("run") / "cropped"
+    root, _ = tiny_data
+    r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS, "--head-crop")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r
+
+
+@pytest.fixture(scope="session")
 def evaluated(trained_folder, tiny_data, tmp_path_factory):
     """``python -m brain_mri evaluate`` of the tiny model on the tiny data: (stdout, the --output JSON)."""
     out, _ = trained_folder

@@ -162,7 +162,7 @@ def test_view_region_is_what_the_eval_transform_shows(mode, region):
            "crop_pct": 1.0, "crop_mode": mode}
     x, y = np.meshgrid(np.arange(300), np.arange(200))  # red = column, green = row (a quarter grey level per px)
     image = Image.fromarray(np.dstack([x * 255 / 300, y * 255 / 300, np.full_like(x, 255)]).astype(np.uint8))
-    assert view_region(image.size, cfg) == pytest.approx(region)
+    assert view_region(image, cfg) == pytest.approx(region)
     view = np.asarray(split_eval_transform(cfg)[0](image)).astype(float)
     inside = view[..., 2] > 128  # padding is the mean grey, not white
     x0, y0, x1, y1 = region
@@ -197,6 +197,21 @@ def test_explanations_are_in_the_images_own_coordinates(sample_image):
     assert not e.heatmap[:, :45].any() and not e.heatmap[:, 255:].any() and e.heatmap[:, 60:240].any()
     huge = clf.explain(wide.resize((4096, 2730)))
     assert huge.image.shape == huge.heatmap.shape + (3,) == (1365, 2048, 3)
+
+
+def test_explanations_with_the_head_crop_stay_on_the_head():
+    from brain_mri.transforms import HEAD_CROP, head_box
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=4)
+    clf = BrainMRIClassifier(model, {**model_data_config(model, 64), "head_crop": HEAD_CROP})
+    x, y = np.meshgrid(np.arange(300), np.arange(200))
+    head = np.where((x - 200) ** 2 + (y - 90) ** 2 < 40 ** 2, 90 + (x * 7 + y * 3) % 120, 0).astype(np.uint8)
+    image = Image.fromarray(head).convert("RGB")
+    e = clf.explain(image, method="eigencam")
+    x0, y0, x1, y1 = head_box(image)
+    assert e.heatmap.shape == (200, 300) and e.heatmap[max(y0, 0):y1, x0:x1].any()
+    assert not e.heatmap[:, :x0].any() and not e.heatmap[y1:, :].any()  # nothing outside the crop
 
 
 @requires_bundled_model

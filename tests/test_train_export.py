@@ -54,13 +54,15 @@ def test_no_pickles_and_safetensors_weights(trained_folder):
     torch.testing.assert_close(exported["conv1.0.weight"], best["conv1.0.weight"])
 
 
-def _four_loaders(folder, image_path):
+def _four_loaders(folder, image_path, prepare=lambda im: im):
+    """Probabilities from our API, timm, transformers' model and its pipeline; ``prepare`` is
+    what a timm / transformers user does to the image first (the head crop)."""
     import timm
     from timm.data import create_transform, resolve_data_config
     from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-    image = Image.open(image_path)
     ours = BrainMRIClassifier.from_pretrained(folder).predict(image_path)
+    image = prepare(Image.open(image_path).convert("RGB"))
 
     tm = timm.create_model("local-dir:" + str(folder), pretrained=True).eval()
     tf = create_transform(**resolve_data_config({}, model=tm))
@@ -79,14 +81,31 @@ def _four_loaders(folder, image_path):
     return ours, timm_probs, hf_probs, pipe_probs
 
 
-def test_four_loaders_agree(trained_folder, sample_image):
-    out, _ = trained_folder
-    results = _four_loaders(out, sample_image)
+@pytest.mark.parametrize("folder", ["trained_folder", "cropped_folder"])
+def test_four_loaders_agree(folder, sample_image, request):
+    from brain_mri.transforms import crop_to_head
+
+    out, _ = request.getfixturevalue(folder)
+    results = _four_loaders(out, sample_image, crop_to_head if folder == "cropped_folder" else lambda im: im)
     ref = np.array([results[0][c] for c in CLASS_NAMES])
     assert abs(ref.sum() - 1) < 1e-5
     for r in results[1:]:
         assert set(r) == set(CLASS_NAMES)
         np.testing.assert_allclose([r[c] for c in CLASS_NAMES], ref, atol=1e-4)
+
+
+def test_head_crop_is_recorded_and_applied(cropped_folder, sample_image):
+    from brain_mri.transforms import HEAD_CROP, crop_to_head
+
+    out, _ = cropped_folder
+    assert json.loads((out / "config.json").read_text())["brain_mri"] == {"head_crop": HEAD_CROP}
+    clf = BrainMRIClassifier.from_pretrained(out)
+    assert clf.data_config["head_crop"] == HEAD_CROP
+    image = Image.open(sample_image).convert("RGB")
+    assert crop_to_head(image).size != image.size  # the crop does something to these images
+    np.testing.assert_allclose(list(clf.predict(image).values()), list(clf.predict(crop_to_head(image)).values()),
+                               atol=0.02)  # cropping twice changes the box by a pixel or so, not the answer
+    assert "Cropped to the head first" in (out / "README.md").read_text()
 
 
 def test_predict_inputs_and_batching(trained_folder, sample_image, tmp_path):

@@ -56,6 +56,9 @@ def parse_args(argv=None):
     g.add_argument("--model-ema", type=float, default=D.model_ema, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
                         "validate / export it; 0 = off (default %(default)s)")
+    g.add_argument("--box-loss", type=float, default=D.box_loss, metavar="WEIGHT",
+                   help="weight of a loss that puts the true class's evidence inside the tumour box (boxed training "
+                        "images of tumour_boxes.csv) and inside the head (\"no tumour\"); 0 = off (default %(default)s)")
     g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=D.mixed_precision,
                    help="autocast precision; auto = bf16 where it is fast (CUDA with bf16, a CPU with AVX-512 BF16 "
                         "or AMX), else fp32: emulated bf16 on an AVX2-only CPU is many times slower (default %(default)s)")

@@ -76,6 +76,7 @@ class TrainConfig:
     cutmix: float = 0.0
     patience: int = 6
     model_ema: float = 0.0
+    box_loss: float = 0.0
     mixed_precision: str = "auto"
     seed: int = 42
     cpu: bool = False

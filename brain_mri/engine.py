@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import logging
 import math
@@ -14,23 +12,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from .card import card_context, write_card
+from .checkpoints import atomic_write, load_checkpoint, save_best, save_checkpoint, write_log
 from .config import CLASS_NAMES, TrainConfig
 from .data import DataBundle, make_loader, prepare_data
-from .evaluate import predict_logits, write_predictions
+from .evaluate import cam_rows, predict_logits, write_predictions
+from .localise import load_boxes, summarise
 from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
 from .model import create_model, export_model, fold_temperature, model_data_config
 from .transforms import BatchAugment, Normalize, make_mixup, mix_batch
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.json"
-
 
 @dataclass
 class Trainer:
@@ -45,6 +43,22 @@ class Trainer:
     augment: torch.nn.Module
     ema: object = None  # timm ModelEmaV3: updated each step; validated and exported instead of the model
     mixup: object = None  # from make_mixup; accuracy is then counted against the unmixed labels
+    guide: object = None  # a guidance.Guide: class evidence pushed into the tumour box / the head
+
+    def step(self, images, labels, idx, gen):
+        """Augment, forward and loss of one batch: ``(logits, loss)``."""
+        from .guidance import FeatureTap, evidence_outside, guide_masks
+
+        if self.guide is None:
+            inputs, targets = mix_batch(self.mixup, self.normalize(self.augment(images, gen)), labels)
+            logits = self.model(inputs)
+            return logits, self.criterion(logits, targets)
+        masks, weights = guide_masks(images, labels, self.guide.boxes[idx.cpu()].to(images.device))
+        augmented, masks = self.augment(images, gen, masks)  # the boxes follow every augmentation
+        with FeatureTap(self.guide.layer) as tap:
+            logits = self.model(self.normalize(augmented))
+        outside = evidence_outside(tap.output, self.guide.head, labels, masks, weights)
+        return logits, self.criterion(logits, labels) + self.guide.weight * outside
 
     def train_epoch(self, loader, epoch: int, total_epochs: int, seed: int) -> tuple[float, float]:
         """One epoch; returns (mean loss, accuracy) over all processes."""
@@ -55,11 +69,9 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not acc.is_local_main_process,
                    leave=False, dynamic_ncols=True)
         step = epoch * math.ceil(len(loader) / acc.gradient_accumulation_steps)  # optimizer steps so far
-        for images, labels, _ in bar:
+        for images, labels, idx in bar:
             with acc.accumulate(model):
-                inputs, targets = mix_batch(self.mixup, self.normalize(self.augment(images, gen)), labels)
-                logits = model(inputs)
-                loss = self.criterion(logits, targets)
+                logits, loss = self.step(images, labels, idx, gen)
                 acc.backward(loss)
                 self.optimizer.step()
                 self.scheduler.step()
@@ -101,74 +113,12 @@ def resolve_mixed_precision(choice: str, cpu: bool = False) -> str:
     return "bf16" if fast_bf16(cpu) else "no"
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _atomic_write(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
-    """save_state into a temporary folder, then swap it in: a kill never leaves a half checkpoint.
-
-    The weight average (``ema``) goes beside it as safetensors rather than a pickle."""
-    last, tmp, old = ckpt_dir / "last", ckpt_dir / "last.tmp", ckpt_dir / "last.old"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-        if ema is not None:
-            from safetensors.torch import save_model
-
-            save_model(ema.module, str(tmp / "ema.safetensors"))
-        if last.exists():
-            os.replace(last, old)
-        os.replace(tmp, last)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def load_checkpoint(accelerator, ckpt_dir: Path, ema=None) -> dict | None:
-    """Restores the last complete checkpoint; returns its trainer state, or None when there is none."""
-    from safetensors.torch import load_model
-
-    # A kill between the two renames of save_checkpoint leaves only last.old, which is complete.
-    found = next((ckpt_dir / n for n in ("last", "last.old") if (ckpt_dir / n / STATE_FILE).is_file()), None)
-    if found is None:
-        return None
-    accelerator.load_state(str(found))
-    if ema is not None:
-        load_model(ema.module, str(found / "ema.safetensors"))
-    state = json.loads((found / STATE_FILE).read_text())
-    logger.info("Resumed from %s after epoch %d", found, state["epoch"])
-    return state
-
-
-def _save_best(accelerator, model, path: Path):
-    from safetensors.torch import save_model
-
-    if accelerator.is_main_process:
-        tmp = path.with_name(path.name + ".tmp")
-        save_model(accelerator.unwrap_model(model), str(tmp))
-        os.replace(tmp, path)
-
-
-def _write_log(path: Path, history: list[dict]):
-    if not history:
-        return
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[0]))
-    w.writeheader()
-    w.writerows(history)
-    _atomic_write(path, buf.getvalue())
-
-
 # ----------------------------------------------------------------------------- the run
 def run_training(cfg: TrainConfig) -> Path:
     """Trains, calibrates, evaluates and exports; returns the model folder."""
     mixup = make_mixup(cfg.mixup, cfg.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
+    if cfg.box_loss and mixup is not None:
+        raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: a mixed image has no one tumour box.")
     precision = resolve_mixed_precision(cfg.mixed_precision, cfg.cpu)
     accelerator = Accelerator(mixed_precision=None if precision == "no" else precision,
                               gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu)
@@ -178,13 +128,17 @@ def run_training(cfg: TrainConfig) -> Path:
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "training_args.json", json.dumps(asdict(cfg), indent=2))
+        atomic_write(out / "training_args.json", json.dumps(asdict(cfg), indent=2))
     accelerator.wait_for_everyone()
     logger.info("%d process(es), device %s, mixed precision %s%s", accelerator.num_processes, accelerator.device,
                 accelerator.mixed_precision, " (--mixed-precision auto)" if cfg.mixed_precision == "auto" else "")
 
     model, used_pretrained = create_model(cfg.model, cfg.pretrained, cfg.image_size)
     data_config = model_data_config(model, cfg.image_size, cfg.head_crop)
+    if cfg.box_loss:
+        from .guidance import check_guidable
+
+        check_guidable(model)  # before the data is decoded
     bundle = prepare_data(cfg.data, data_config, cfg.val_fraction, cfg.seed, drop_leaks=not cfg.keep_leaks,
                           progress=accelerator.is_local_main_process)
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),
@@ -228,8 +182,21 @@ def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBund
     trainer = Trainer(accelerator, model, optimizer, scheduler,
                       criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),  # soft targets too
                       normalize=Normalize(data_config["mean"], data_config["std"]).to(accelerator.device),
-                      augment=BatchAugment(), ema=ema, mixup=mixup)
+                      augment=BatchAugment(), ema=ema, mixup=mixup, guide=_guide(cfg, accelerator.unwrap_model(model), bundle, data_config))
     return trainer, {"train": train_loader, "val": val_loader, "test": test_loader}
+
+
+def _guide(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict):
+    """The box guidance of ``--box-loss``, from the training split's boxes only (never validation or test)."""
+    if not cfg.box_loss:
+        return None
+    from .guidance import Guide, view_boxes
+    from .localise import load_boxes
+
+    boxes = view_boxes(bundle.train.names, bundle.train.regions, data_config["input_size"][-1],
+                       load_boxes(cfg.data), "Training")
+    logger.info("--box-loss %.3g: %d boxed training images", cfg.box_loss, int((~np.isnan(boxes).any(1)).sum()))
+    return Guide(model, boxes, cfg.box_loss)
 
 
 def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
@@ -256,7 +223,7 @@ def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
         state["history"].append(row)
         if m["macro_f1"] > state["best_f1"]:
             state.update(best_f1=m["macro_f1"], best_epoch=epoch + 1, bad_epochs=0)
-            _save_best(accelerator, trainer.evaluated, ckpt_dir / "best.safetensors")
+            save_best(accelerator, trainer.evaluated, ckpt_dir / "best.safetensors")
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -265,7 +232,7 @@ def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
                     row["seconds"])
         save_checkpoint(accelerator, ckpt_dir, state, trainer.ema)
         if accelerator.is_main_process:
-            _write_log(out / "training_log.csv", state["history"])
+            write_log(out / "training_log.csv", state["history"])
     if state["bad_epochs"] >= cfg.patience:
         logger.info("Early stop: validation macro-F1 has not improved for %d epochs", cfg.patience)
     return state
@@ -301,11 +268,16 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
                      "best_epoch": state["best_epoch"], "pretrained": used_pretrained,
                      "mixed_precision": str(accelerator.mixed_precision)},
     }
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
+    boxes = load_boxes(cfg.data) if Path(cfg.data).is_dir() else {}
+    if boxes:  # validation's boxes are for choosing; Testing's for measurement only
+        metrics["localisation"] = {name: summarise(cam_rows(export, split, data_config, boxes, folder))
+                                   for name, split, folder in (("validation", bundle.val, "Training"),
+                                                               ("test", bundle.test, "Testing"))}
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     write_predictions(out / "test_predictions.csv", bundle.test.names, test_labels,
                       softmax(test_logits, temperature), bundle.test_leak_free)
     figures = write_figures(out, test_labels, test_logits, temperature, bundle.test_leak_free, state["history"])
-    _write_log(out / "training_log.csv", state["history"])
+    write_log(out / "training_log.csv", state["history"])
     hardware = (f"{accelerator.num_processes} x {accelerator.device} ({platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {accelerator.mixed_precision}")
     write_card(out, card_context(cfg, metrics, figures, data_config, hardware, state["train_seconds"]))

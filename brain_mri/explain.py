@@ -148,23 +148,25 @@ def compute_cam(model, input_tensor, method: str = "gradcam", target_index: int 
 
     if method not in CAM_METHODS:
         raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
-    layer, reshape = target_layer_for(model, target_layer)
+    # "layer3.-1,layer4.-1": pytorch-grad-cam averages the maps of several layers (finer, multi-scale)
+    found = [target_layer_for(model, name) for name in (target_layer.split(",") if target_layer else [None])]
+    layers, reshape = [layer for layer, _ in found], found[0][1]
     cam_cls = getattr(pytorch_grad_cam, CAM_METHODS[method][0])
     targets = None if target_index is None else [ClassifierOutputTarget(target_index)] * input_tensor.shape[0]
-    with _grad_only_from(model, layer), \
-            cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+    with _grad_only_from(model, layers), \
+            cam_cls(model=model, target_layers=layers, reshape_transform=reshape) as cam:
         grayscale = cam(input_tensor=input_tensor, targets=targets)
         logits = cam.outputs.detach().float()
     return logits, grayscale[0].astype(np.float32)
 
 
 @contextmanager
-def _grad_only_from(model: torch.nn.Module, layer: torch.nn.Module):
-    """Builds the autograd graph from ``layer`` on only: the CAM needs the gradient at that
-    layer's output, and back-propagating through the earlier stages would cost more than the
+def _grad_only_from(model: torch.nn.Module, layers: list):
+    """Builds the autograd graph from the CAM ``layers`` on only: the CAM needs the gradient at
+    their outputs, and back-propagating through the earlier stages would cost more than the
     forward pass itself."""
-    keep = {id(p) for p in layer.parameters()}
-    if not keep:  # a layer without weights needs the graph from earlier on
+    keep = {id(p) for layer in layers for p in layer.parameters()}
+    if any(next(layer.parameters(), None) is None for layer in layers):  # no weights: the graph must start earlier
         yield
         return
     saved = [(p, p.requires_grad) for p in model.parameters()]

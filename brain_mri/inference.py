@@ -92,7 +92,8 @@ class BrainMRIClassifier:
             method: ``gradcam`` (default), ``gradcam++``, ``xgradcam``, ``layercam`` or ``eigencam``.
             target: the class to explain; default the predicted one.
             opacity: weight of the heatmap in the overlay, 0 to 1.
-            target_layer: dotted path of the layer to hook, for architectures without a rule.
+            target_layer: dotted path of the layer to hook, for architectures without a rule, or
+                several, comma-separated, whose maps are averaged (``"layer3.-1,layer4.-1"``).
 
         Returns:
             An :class:`~brain_mri.explain.Explanation`: the heatmap and overlay are aligned with the

@@ -123,7 +123,9 @@ class BatchAugment(torch.nn.Module):
         self.hflip, self.degrees, self.scale, self.shift = hflip, degrees, scale, shift
         self.brightness, self.contrast = brightness, contrast
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, masks: torch.Tensor | None = None):
+        """Augments ``x``; ``masks`` (N x 1 x H x W, e.g. tumour boxes) follow the same geometry and
+        come back beside it: ``(x, masks)``."""
         n = x.shape[0]
         x = x.float()
 
@@ -143,7 +145,10 @@ class BatchAugment(torch.nn.Module):
         b = u(1 - self.brightness, 1 + self.brightness).to(x.device).view(n, 1, 1, 1)
         c = u(1 - self.contrast, 1 + self.contrast).to(x.device).view(n, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        return ((x - mean) * c + mean * b).clamp(0, 255)
+        x = ((x - mean) * c + mean * b).clamp(0, 255)
+        if masks is None:
+            return x
+        return x, F.grid_sample(masks.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def make_mixup(mixup_alpha: float, cutmix_alpha: float, num_classes: int):

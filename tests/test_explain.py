@@ -72,6 +72,15 @@ def test_the_map_follows_the_target_class(sample_image):
     assert any(not np.allclose(maps[0], m) for m in maps[1:])
 
 
+def test_several_layers_average_into_a_finer_map(sample_image):
+    clf = _classifier("test_resnet")
+    last = clf.explain(sample_image, method="layercam").heatmap
+    both = clf.explain(sample_image, method="layercam", target_layer="layer3.-1,layer4.-1").heatmap
+    assert both.shape == last.shape and not np.allclose(both, last)
+    assert len(np.unique(np.round(both, 4))) > len(np.unique(np.round(last, 4)))  # more detail
+    assert _hooks(clf.model) == 0
+
+
 def test_one_forward_one_backward(sample_image):
     clf = _classifier("test_resnet")
     calls = {"fwd": 0, "bwd": 0}

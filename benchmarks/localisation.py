@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from brain_mri.data import prepare_data
-from brain_mri.evaluate import cam_rows, localisation_table
+from brain_mri.evaluate import cam_grid, cam_rows, localisation_table
 from brain_mri.faithfulness import randomisation_correlation, randomised_copy, road_scores
 from brain_mri.localise import load_boxes, summarise
 from brain_mri.model import load_exported
@@ -27,39 +27,15 @@ from brain_mri.transforms import Normalize
 
 
 def boxed_batch(split, boxes, folder, data_config, n):
-    """Normalised views, labels, names and boxes of up to ``n`` boxed images of a split."""
+    """Normalised views and labels of up to ``n`` boxed images of a split."""
     idx = [i for i, name in enumerate(split.names) if f"{folder}/{name}" in boxes][:n]
-    views = torch.from_numpy(split.images[idx])
-    batch = Normalize(data_config["mean"], data_config["std"])(views)
-    return batch, split.labels[idx], [split.names[i] for i in idx], views
+    return Normalize(data_config["mean"], data_config["std"])(torch.from_numpy(split.images[idx])), split.labels[idx]
 
 
 def faithfulness(model, batch, labels, method):
     rand = np.asarray(randomisation_correlation(model, randomised_copy(model), batch, labels, method))
     road = road_scores(model, batch, labels, method)
     print(f"| {method} | {len(labels)} | {np.nanmean(rand):.3f} | {int(np.isnan(rand).sum())} | {road.mean():.3f} |")
-
-
-def draw_grid(model, data_config, batch, labels, names, views, boxes, path, method):
-    from PIL import Image, ImageDraw
-
-    from brain_mri.explain import compute_cam, make_overlay
-
-    tiles = []
-    for x, y, name, view in zip(batch[:24], labels, names, views):
-        heatmap = compute_cam(model, x[None], method, int(y))[1]
-        tile = Image.fromarray(make_overlay(view.numpy().transpose(1, 2, 0), heatmap, 0.45))
-        x0, y0, x1, y1, w, h = boxes[f"Testing/{name}"]
-        s = tile.width / w  # Kaggle images are square and resized whole: box -> view is a scale
-        ImageDraw.Draw(tile).rectangle([x0 * s, y0 * s, x1 * s, y1 * s], outline=(255, 255, 255), width=2)
-        tiles.append(tile.resize((112, 112)))
-    cols = 8
-    grid = Image.new("RGB", (112 * cols, 112 * ((len(tiles) + cols - 1) // cols)))
-    for i, tile in enumerate(tiles):
-        grid.paste(tile, (112 * (i % cols), 112 * (i // cols)))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    print(f"grid ({len(tiles)} Testing images, true class explained, box in white): {path}")
 
 
 def main():
@@ -81,14 +57,15 @@ def main():
         tables = {m: summarise(cam_rows(model, split, data_config, boxes, folder, m, args.target_layer))
                   for m in args.methods}
         print(f"\n{name}\n{localisation_table(tables)}")
-    batch, labels, names, views = boxed_batch(bundle.test, boxes, "Testing", data_config, args.faithfulness)
+    batch, labels = boxed_batch(bundle.test, boxes, "Testing", data_config, args.faithfulness)
     print("\n| method | images | rank correlation with the randomised last stage | empty randomised maps | ROAD |\n"
           "|---|---:|---:|---:|---:|")
     for m in args.methods:
         faithfulness(model, batch, labels, m)
     if args.grid:
-        draw_grid(model, data_config, *boxed_batch(bundle.test, boxes, "Testing", data_config, 24), boxes,
-                  args.grid, args.methods[0])
+        Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
+        n = cam_grid(model, bundle.test, data_config, boxes, "Testing", Path(args.grid), args.methods[0])
+        print(f"grid ({n} Testing images, true class explained, box in white): {args.grid}")
 
 
 if __name__ == "__main__":

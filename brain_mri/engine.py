@@ -22,7 +22,7 @@ from .card import card_context, write_card
 from .checkpoints import atomic_write, load_checkpoint, save_best, save_checkpoint, write_log
 from .config import CLASS_NAMES, TrainConfig
 from .data import DataBundle, make_loader, prepare_data
-from .evaluate import cam_rows, predict_logits, write_predictions
+from .evaluate import cam_grid, cam_rows, predict_logits, write_predictions
 from .localise import load_boxes, summarise
 from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
 from .model import create_model, export_model, fold_temperature, model_data_config
@@ -238,6 +238,20 @@ def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
     return state
 
 
+def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict, metrics: dict) -> list:
+    """With tumour boxes beside the data: Grad-CAM localisation on validation (for choosing) and Testing
+    (for measurement only) into ``metrics``, and a grid of Testing overlays; returns the figure paths."""
+    boxes = load_boxes(cfg.data) if Path(cfg.data).is_dir() else {}
+    if not boxes:
+        return []
+    metrics["localisation"] = {name: summarise(cam_rows(model, split, data_config, boxes, folder))
+                               for name, split, folder in (("validation", bundle.val, "Training"),
+                                                           ("test", bundle.test, "Testing"))}
+    path = Path(cfg.output_dir) / "figures" / "cam_grid.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return ["figures/cam_grid.png"] if cam_grid(model, bundle.test, data_config, boxes, "Testing", path) else []
+
+
 def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundle, data_config: dict,
             state: dict, used_pretrained: bool) -> None:
     """Best weights -> temperature on validation -> test metrics -> the model folder (main process writes)."""
@@ -268,15 +282,11 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
                      "best_epoch": state["best_epoch"], "pretrained": used_pretrained,
                      "mixed_precision": str(accelerator.mixed_precision)},
     }
-    boxes = load_boxes(cfg.data) if Path(cfg.data).is_dir() else {}
-    if boxes:  # validation's boxes are for choosing; Testing's for measurement only
-        metrics["localisation"] = {name: summarise(cam_rows(export, split, data_config, boxes, folder))
-                                   for name, split, folder in (("validation", bundle.val, "Training"),
-                                                               ("test", bundle.test, "Testing"))}
+    grid = _localisation(cfg, export, bundle, data_config, metrics)
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     write_predictions(out / "test_predictions.csv", bundle.test.names, test_labels,
                       softmax(test_logits, temperature), bundle.test_leak_free)
-    figures = write_figures(out, test_labels, test_logits, temperature, bundle.test_leak_free, state["history"])
+    figures = write_figures(out, test_labels, test_logits, temperature, bundle.test_leak_free, state["history"]) + grid
     write_log(out / "training_log.csv", state["history"])
     hardware = (f"{accelerator.num_processes} x {accelerator.device} ({platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {accelerator.mixed_precision}")

@@ -14,7 +14,7 @@ import torch
 
 from .config import CAM_METHODS, CLASS_NAMES
 from .data import make_loader, prepare_data
-from .localise import box_energy_ratio, head_energy_share, load_boxes, pointing_hit, summarise
+from .localise import box_energy_ratio, box_in_view, head_energy_share, load_boxes, pointing_hit, summarise
 from .metrics import evaluate_logits, softmax
 from .model import load_exported
 from .transforms import Normalize
@@ -70,6 +70,36 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
             row["head_share"] = head_energy_share(heatmap, split.images[i].transpose(1, 2, 0))
         rows.append(row)
     return rows
+
+
+def cam_grid(model, split, data_config: dict, boxes: dict, folder: str, path: Path, method: str = "gradcam",
+             tiles: int = 24, tile: int = 112) -> int:
+    """A PNG of small overlays (true class explained) of a split's boxed images, box drawn in white.
+
+    Returns:
+        How many tiles it holds (0: no boxed image, nothing written).
+    """
+    from PIL import Image, ImageDraw
+
+    from .explain import compute_cam, make_overlay
+
+    model = model.cpu().eval()
+    normalize = Normalize(data_config["mean"], data_config["std"])
+    size = data_config["input_size"][-1]
+    picked = [i for i, name in enumerate(split.names) if f"{folder}/{name}" in boxes][:tiles]
+    cols = min(8, len(picked))
+    if not picked:
+        return 0
+    grid = Image.new("RGB", (tile * cols, tile * ((len(picked) + cols - 1) // cols)))
+    for k, i in enumerate(picked):
+        view = split.images[i]
+        heatmap = compute_cam(model, normalize(torch.from_numpy(view[None])), method, int(split.labels[i]))[1]
+        image = Image.fromarray(make_overlay(view.transpose(1, 2, 0), heatmap, 0.45))
+        x0, y0, x1, y1 = box_in_view(boxes[f"{folder}/{split.names[i]}"], split.regions[i], size)
+        ImageDraw.Draw(image).rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=2)
+        grid.paste(image.resize((tile, tile)), (tile * (k % cols), tile * (k // cols)))
+    grid.save(path)
+    return len(picked)
 
 
 def write_predictions(path: Path, names, labels, probs, leak_free):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import CLASS_NAMES
+from .localise import box_in_view
 
 NO_TUMOUR = CLASS_NAMES.index("notumor")
 HEAD_THRESHOLD = 20  # grey level; as brain_mri.localise.head_mask
@@ -28,12 +29,10 @@ def view_boxes(names: list, regions: np.ndarray, size: int, boxes: dict, folder:
         boxes: from :func:`~brain_mri.localise.load_boxes`; ``folder``: ``Training`` or ``Testing``.
     """
     out = np.full((len(names), 4), np.nan, dtype=np.float32)
-    for i, (name, (rx0, ry0, rx1, ry1)) in enumerate(zip(names, regions)):
+    for i, (name, region) in enumerate(zip(names, regions)):
         box = boxes.get(f"{folder}/{name}")
         if box is not None:
-            x0, y0, x1, y1, w, h = box  # the region is in the image's own pixels, as is the box
-            sx, sy = size / (rx1 - rx0), size / (ry1 - ry0)
-            out[i] = ((x0 - rx0) * sx, (y0 - ry0) * sy, (x1 - rx0) * sx, (y1 - ry0) * sy)
+            out[i] = box_in_view(box, region, size)
     return out
 
 

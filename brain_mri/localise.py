@@ -26,6 +26,14 @@ def load_boxes(data_root) -> dict:
                 for r in csv.DictReader(f)}
 
 
+def box_in_view(box, region, size: int) -> tuple[float, float, float, float]:
+    """A box (of :func:`load_boxes`) in the pixels of a model's S x S view of ``region`` of its image."""
+    x0, y0, x1, y1, _, _ = box  # the region is in the image's own pixels, as is the box
+    rx0, ry0, rx1, ry1 = region
+    sx, sy = size / (rx1 - rx0), size / (ry1 - ry0)
+    return (x0 - rx0) * sx, (y0 - ry0) * sy, (x1 - rx0) * sx, (y1 - ry0) * sy
+
+
 def _box_in(heatmap: np.ndarray, box) -> tuple[float, float, float, float]:
     """The box in the heatmap's pixels (the box's own image may have another size)."""
     x0, y0, x1, y1, w, h = box

@@ -14,7 +14,8 @@ from brain_mri.config import CLASS_NAMES
 
 EXPECTED_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "training_args.json",
                   "training_log.csv", "test_predictions.csv", "figures/confusion_leak_free.png",
-                  "figures/roc_full.png", "figures/reliability_leak_free.png", "figures/training_curves.png"]
+                  "figures/roc_full.png", "figures/reliability_leak_free.png", "figures/training_curves.png",
+                  "figures/cam_grid.png"]
 
 
 def test_folder_is_complete(trained_folder):
@@ -171,6 +172,10 @@ def test_card_holds_measured_metrics(trained_folder):
     assert "Br35H" in card and "not a medical device" in card
     assert "figures/confusion_leak_free.png" in card
     assert "train.py --data" in card
+    loc = metrics["localisation"]
+    assert loc["test"]["all boxed"]["boxed"] == 9 and loc["validation"]["all boxed"]["boxed"] >= 1
+    assert "## Do the heatmaps point at the tumour?" in card and "figures/cam_grid.png" in card
+    assert f"| test | all boxed | 9 | {loc['test']['all boxed']['pointing']:.3f} |" in card
 
 
 def test_evaluate_cli_reproduces_card(trained_folder, evaluated):

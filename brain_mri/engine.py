@@ -99,7 +99,7 @@ def fast_bf16(cpu: bool = False) -> bool:
     or a CPU with native bf16 (AVX-512 BF16 or AMX). Emulated bf16 on an AVX2-only CPU ran 14x
     slower than fp32."""
     if torch.cuda.is_available() and not cpu:
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if any(probes):
         return any(p() for p in probes if p is not None)
@@ -117,6 +117,10 @@ def resolve_mixed_precision(choice: str, cpu: bool = False) -> str:
 def run_training(cfg: TrainConfig) -> Path:
     """Trains, calibrates, evaluates and exports; returns the model folder."""
     mixup = make_mixup(cfg.mixup, cfg.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
+    if cfg.box_loss < 0:
+        raise ValueError(f"--box-loss takes a weight >= 0, got {cfg.box_loss}.")
+    if cfg.box_loss and not load_boxes(cfg.data):
+        raise ValueError(f"--box-loss needs tumour boxes: {cfg.data} has no tumour_boxes.csv (see the dataset README).")
     if cfg.box_loss and mixup is not None:
         raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: a mixed image has no one tumour box.")
     precision = resolve_mixed_precision(cfg.mixed_precision, cfg.cpu)
@@ -191,7 +195,6 @@ def _guide(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict):
     if not cfg.box_loss:
         return None
     from .guidance import Guide, view_boxes
-    from .localise import load_boxes
 
     boxes = view_boxes(bundle.train.names, bundle.train.regions, data_config["input_size"][-1],
                        load_boxes(cfg.data), "Training")
@@ -241,7 +244,7 @@ def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
 def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict, metrics: dict) -> list:
     """With tumour boxes beside the data: Grad-CAM localisation on validation (for choosing) and Testing
     (for measurement only) into ``metrics``, and a grid of Testing overlays; returns the figure paths."""
-    boxes = load_boxes(cfg.data) if Path(cfg.data).is_dir() else {}
+    boxes = load_boxes(cfg.data)
     if not boxes:
         return []
     metrics["localisation"] = {name: summarise(cam_rows(model, split, data_config, boxes, folder))

@@ -14,7 +14,7 @@ import torch
 
 from .config import CAM_METHODS, CLASS_NAMES
 from .data import make_loader, prepare_data
-from .localise import box_energy_ratio, box_in_view, head_energy_share, load_boxes, pointing_hit, summarise
+from .localise import box_energy_ratio, box_in_view, head_energy_share, head_mask, load_boxes, pointing_hit, summarise
 from .metrics import evaluate_logits, softmax
 from .model import load_exported
 from .transforms import Normalize
@@ -66,8 +66,9 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
         if box is not None:
             on_image = heatmap_on_image(heatmap, split.regions[i], (int(box[4]), int(box[5])))
             row.update(hit=pointing_hit(on_image, box), box_ratio=box_energy_ratio(on_image, box))
-        if row["label"] == "notumor":  # in the model's view: the head is what it was shown
-            row["head_share"] = head_energy_share(heatmap, split.images[i].transpose(1, 2, 0))
+        if row["label"] == "notumor":  # in the model's view; a flat map would score the head's area
+            view = split.images[i].transpose(1, 2, 0)
+            row.update(head_share=head_energy_share(heatmap, view), head_area=float(head_mask(view).mean()))
         rows.append(row)
     return rows
 
@@ -125,7 +126,7 @@ def evaluate_model(model: str, data: str, batch_size: int = 64, output: str | No
     logits, labels = split_logits(Accelerator(), net, bundle.test, data_config, batch_size)
     result = {k: v["uncalibrated"] for k, v in evaluate_logits(logits, labels, 1.0, bundle.test_leak_free).items()}
     result["duplicates"] = bundle.report.as_dict()
-    boxes = load_boxes(data) if Path(data).is_dir() else {}
+    boxes = load_boxes(data)
     if boxes:  # measurement only: nothing is chosen with the Testing boxes
         result["localisation"] = {m: summarise(cam_rows(net, bundle.test, data_config, boxes, "Testing", m))
                                   for m in CAM_METHODS}
@@ -156,10 +157,11 @@ def localisation_table(by_method: dict) -> str:
     def cell(v, fmt):
         return "–" if v is None else format(v, fmt)
 
-    rows = ["| CAM | class | boxed images | pointing game | energy in box / box share | \"no tumour\" energy in head |",
-            "|---|---|---:|---:|---:|---:|"]
+    rows = ["| CAM | class | boxed images | pointing game | energy in box / box share | \"no tumour\" energy in head "
+            "(a flat map) |", "|---|---|---:|---:|---:|---:|"]
     for method, table in by_method.items():
         for name, m in table.items():
+            flat = "" if m.get("head_area") is None else f" ({m['head_area']:.3f})"
             rows.append(f"| {CAM_METHODS[method][1]} | {name} | {m['boxed']} | {cell(m['pointing'], '.3f')} | "
-                        f"{cell(m['box_ratio'], '.2f')} | {cell(m['head_share'], '.3f')} |")
+                        f"{cell(m['box_ratio'], '.2f')} | {cell(m['head_share'], '.3f')}{flat} |")
     return "\n".join(rows)

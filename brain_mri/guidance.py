@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .config import CLASS_NAMES
-from .localise import box_in_view
+from .localise import box_in_view, head_mask
 
 NO_TUMOUR = CLASS_NAMES.index("notumor")
-HEAD_THRESHOLD = 20  # grey level; as brain_mri.localise.head_mask
 
 
 def view_boxes(names: list, regions: np.ndarray, size: int, boxes: dict, folder: str) -> np.ndarray:
@@ -49,7 +48,8 @@ def guide_masks(images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor)
     b = torch.nan_to_num(boxes, nan=-1.0).view(n, 4, 1, 1)
     in_box = (xs >= b[:, 0]) & (xs <= b[:, 2]) & (ys >= b[:, 1]) & (ys <= b[:, 3])
     boxed = ~torch.isnan(boxes).any(1)
-    head = images.amax(1) > HEAD_THRESHOLD
+    # the same head as the metric's (closed, holes filled: ventricles are head)
+    head = torch.from_numpy(np.stack([head_mask(im.permute(1, 2, 0).cpu().numpy()) for im in images])).to(images.device)
     no_tumour = labels == NO_TUMOUR
     masks = torch.where(boxed.view(n, 1, 1), in_box, head & no_tumour.view(n, 1, 1))
     return masks.unsqueeze(1).float(), (boxed | no_tumour).float()
@@ -90,12 +90,20 @@ class FeatureTap:
 
 def check_guidable(model: torch.nn.Module) -> torch.nn.Linear:
     """The linear head of a global-average-pool model, or a clear error for ``--box-loss``."""
+    from .explain import target_layer_for
+
     head = model.get_classifier()
-    pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
-    if not isinstance(head, torch.nn.Linear) or pool not in ("avg", "fast"):
-        raise ValueError(f"--box-loss needs a model whose head is global average pooling + a linear layer "
-                         f"(ResNet, EfficientNet, RegNet); {type(model).__name__} has {type(head).__name__} "
-                         f"after {pool or 'another pooling'}.")
+    pooling = getattr(model, "global_pool", None) or getattr(getattr(model, "head", None), "global_pool", None)
+    pool = getattr(pooling, "pool_type", None)
+    norm = getattr(getattr(model, "head", None), "norm", None)  # ConvNeXt normalises after pooling: not linear
+    channels = None
+    if isinstance(head, torch.nn.Linear) and pool in ("avg", "fast") and isinstance(norm, (type(None), torch.nn.Identity)):
+        with FeatureTap(target_layer_for(model)[0]) as tap, torch.no_grad():  # does the head pool that layer?
+            model.eval()(torch.zeros(1, 3, 64, 64))
+        channels = tap.output.shape[1]
+    if channels != getattr(head, "in_features", None):
+        raise ValueError(f"--box-loss needs a model whose head is global average pooling + a linear layer over its "
+                         f"CAM layer (ResNet, EfficientNet, RegNet); {type(model).__name__} is not such a model.")
     return head
 
 

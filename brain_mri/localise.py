@@ -17,8 +17,9 @@ POINTING_TOLERANCE = 15.0
 
 
 def load_boxes(data_root) -> dict:
-    """``{"Testing/glioma/x.jpg": (x0, y0, x1, y1, width, height)}`` from ``tumour_boxes.csv``, or ``{}``."""
-    path = Path(data_root) / BOX_FILE
+    """``{"Testing/glioma/x.jpg": (x0, y0, x1, y1, width, height)}`` from ``tumour_boxes.csv`` beside the
+    data, or ``{}`` (no file, or a Hub dataset id)."""
+    path = Path(str(data_root)) / BOX_FILE
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
@@ -89,13 +90,14 @@ def summarise(rows: list[dict]) -> dict:
     for name in sorted({r["label"] for r in rows}) + ["all boxed"]:
         sel = [r for r in rows if (r["label"] == name if name != "all boxed" else "hit" in r)]
         boxed = [r for r in sel if "hit" in r]
-        heads = [r["head_share"] for r in sel if "head_share" in r and not np.isnan(r["head_share"])]
+        heads = [r for r in sel if "head_share" in r and not np.isnan(r["head_share"])]
         if not sel:
             continue
         out[name] = {
             "images": len(sel), "boxed": len(boxed),
             "pointing": float(np.mean([r["hit"] for r in boxed])) if boxed else None,
             "box_ratio": float(np.nanmean([r["box_ratio"] for r in boxed])) if boxed else None,
-            "head_share": float(np.mean(heads)) if heads else None,
+            "head_share": float(np.mean([r["head_share"] for r in heads])) if heads else None,
+            "head_area": float(np.mean([r["head_area"] for r in heads])) if heads and "head_area" in heads[0] else None,
         }
     return out

@@ -45,7 +45,8 @@ def test_summary_per_class():
     rows = [{"label": "glioma", "hit": True, "box_ratio": 4.0}, {"label": "glioma", "hit": False, "box_ratio": 2.0},
             {"label": "notumor", "head_share": 0.8}, {"label": "notumor", "head_share": 0.6}]
     s = summarise(rows)
-    assert s["glioma"] == {"images": 2, "boxed": 2, "pointing": 0.5, "box_ratio": 3.0, "head_share": None}
+    assert s["glioma"] == {"images": 2, "boxed": 2, "pointing": 0.5, "box_ratio": 3.0, "head_share": None,
+                           "head_area": None}
     assert s["notumor"]["head_share"] == pytest.approx(0.7) and s["notumor"]["pointing"] is None
     assert s["all boxed"]["boxed"] == 2
 

@@ -16,20 +16,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from brain_mri.data import prepare_data
-from brain_mri.evaluate import cam_grid, cam_rows, localisation_table
+from brain_mri.evaluate import cam_grid, cam_rows, localisation_table, view_batch
 from brain_mri.faithfulness import randomisation_correlation, randomised_copy, road_scores
 from brain_mri.localise import load_boxes, summarise
 from brain_mri.model import load_exported
-from brain_mri.transforms import Normalize
 
 
 def boxed_batch(split, boxes, folder, data_config, n):
     """Normalised views and labels of up to ``n`` boxed images of a split."""
     idx = [i for i, name in enumerate(split.names) if f"{folder}/{name}" in boxes][:n]
-    return Normalize(data_config["mean"], data_config["std"])(torch.from_numpy(split.images[idx])), split.labels[idx]
+    return view_batch(split, idx, data_config), split.labels[idx]
 
 
 def faithfulness(model, batch, labels, method):
@@ -48,10 +46,15 @@ def main():
     p.add_argument("--grid", help="PNG path for a grid of overlays with boxes")
     args = p.parse_args()
 
-    run = json.loads((Path(args.model) / "training_args.json").read_text())
+    run_file = Path(args.model) / "training_args.json"
+    if not run_file.is_file():  # the validation split is rebuilt from the run's own seed and fraction
+        raise SystemExit(f"{run_file} not found: pass a model folder written by train.py.")
+    boxes = load_boxes(args.data)
+    if not boxes:
+        raise SystemExit(f"No tumour boxes in {args.data} (tumour_boxes.csv): nothing to measure.")
+    run = json.loads(run_file.read_text())
     model, data_config = load_exported(args.model)
     bundle = prepare_data(args.data, data_config, run["val_fraction"], run["seed"], progress=False)
-    boxes = load_boxes(args.data)
     print(f"{args.model}, CAM on {args.target_layer or 'the default layer'}, the true class explained")
     for split, folder, name in ((bundle.val, "Training", "validation"), (bundle.test, "Testing", "Testing")):
         tables = {m: summarise(cam_rows(model, split, data_config, boxes, folder, m, args.target_layer))

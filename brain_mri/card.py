@@ -89,12 +89,14 @@ def write_card(out_dir: Path, context: dict) -> None:
 
 
 def rerender_card(folder: Path, notes: str | None = None) -> None:
-    """Renders ``folder/README.md`` again from its saved context and metrics, with new ``notes``."""
+    """Renders ``folder/README.md`` again from its saved context and metrics; new ``notes`` are kept
+    for the next rendering, without them the saved ones stay."""
     context = json.loads((folder / CARD_CONTEXT).read_text())
-    context["metrics"] = json.loads((folder / "metrics.json").read_text())
-    context["eval_table"] = [tuple(row) for row in context["eval_table"]]
     if notes is not None:
         context["notes"] = notes
+        (folder / CARD_CONTEXT).write_text(json.dumps(context, indent=1))
+    context["metrics"] = json.loads((folder / "metrics.json").read_text())
+    context["eval_table"] = [tuple(row) for row in context["eval_table"]]
     render_card(folder, context)
 
 

@@ -18,7 +18,7 @@ from .config import CLASS_NAMES, IMAGE_EXTENSIONS, KAGGLE_SPLITS, TrainConfig
 from .dedup import DedupReport, audit_split, duplicate_groups, thumbnail
 from .hub import hub_unreachable_reason, is_hub_id
 from .images import to_pil_rgb
-from .transforms import split_eval_transform, view_region
+from .transforms import EvalView
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def decode_split(split, data_config: dict, name: str, progress: bool = True) -> 
     """
     from tqdm.auto import tqdm
 
-    geometric, _ = split_eval_transform(data_config)
+    to_view = EvalView(data_config)
     images, labels, names, md5s, thumbs, regions, skipped = [], [], [], [], [], [], []
     for i, row in enumerate(tqdm(split, desc=f"decode {name}", disable=not progress, leave=False)):
         ref = row["image"]
@@ -183,12 +183,13 @@ def decode_split(split, data_config: dict, name: str, progress: bool = True) -> 
         except (OSError, ValueError) as e:
             skipped.append((f"{name}/{file_id}", str(e).split(":")[-1].strip() or type(e).__name__))
             continue
-        images.append(np.asarray(geometric(rgb), dtype=np.uint8).transpose(2, 0, 1))
+        view, region = to_view(rgb)
+        images.append(np.asarray(view, dtype=np.uint8).transpose(2, 0, 1))
         labels.append(row["label"])
         names.append(file_id)
         md5s.append(hashlib.md5(data).hexdigest())
         thumbs.append(thumbnail(rgb))
-        regions.append(view_region(rgb, data_config))
+        regions.append(region)
     if not images:
         raise DataError(f"The {name} split holds no readable images.")
     return DecodedSplit(

@@ -40,6 +40,11 @@ def split_logits(accelerator, model, split, data_config: dict, batch_size: int =
     return predict_logits(accelerator, model.to(accelerator.device), loader, normalize)
 
 
+def view_batch(split, idx, data_config: dict) -> torch.Tensor:
+    """The model input (normalised) of a split's images at ``idx``, a slice or a list of indices."""
+    return Normalize(data_config["mean"], data_config["std"])(torch.from_numpy(split.images[idx]))
+
+
 def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: str = "gradcam",
              target_layer: str | None = None) -> list[dict]:
     """Explains the true class of every boxed and every "no tumour" image of a split and scores the map.
@@ -54,13 +59,12 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
     from .explain import compute_cam, heatmap_on_image
 
     model = model.cpu().eval()
-    normalize = Normalize(data_config["mean"], data_config["std"])
     rows = []
     for i, (name, label) in enumerate(zip(split.names, split.labels)):
         box = boxes.get(f"{folder}/{name}")
         if box is None and CLASS_NAMES[label] != "notumor":
             continue
-        _, heatmap = compute_cam(model, normalize(torch.from_numpy(split.images[i:i + 1])), method, int(label),
+        _, heatmap = compute_cam(model, view_batch(split, slice(i, i + 1), data_config), method, int(label),
                                  target_layer)
         row = {"file": name, "label": CLASS_NAMES[label]}
         if box is not None:
@@ -85,7 +89,6 @@ def cam_grid(model, split, data_config: dict, boxes: dict, folder: str, path: Pa
     from .explain import compute_cam, make_overlay
 
     model = model.cpu().eval()
-    normalize = Normalize(data_config["mean"], data_config["std"])
     size = data_config["input_size"][-1]
     picked = [i for i, name in enumerate(split.names) if f"{folder}/{name}" in boxes][:tiles]
     cols = min(8, len(picked))
@@ -93,9 +96,8 @@ def cam_grid(model, split, data_config: dict, boxes: dict, folder: str, path: Pa
         return 0
     grid = Image.new("RGB", (tile * cols, tile * ((len(picked) + cols - 1) // cols)))
     for k, i in enumerate(picked):
-        view = split.images[i]
-        heatmap = compute_cam(model, normalize(torch.from_numpy(view[None])), method, int(split.labels[i]))[1]
-        image = Image.fromarray(make_overlay(view.transpose(1, 2, 0), heatmap, 0.45))
+        heatmap = compute_cam(model, view_batch(split, slice(i, i + 1), data_config), method, int(split.labels[i]))[1]
+        image = Image.fromarray(make_overlay(split.images[i].transpose(1, 2, 0), heatmap, 0.45))
         x0, y0, x1, y1 = box_in_view(boxes[f"{folder}/{split.names[i]}"], split.regions[i], size)
         ImageDraw.Draw(image).rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=2)
         grid.paste(image.resize((tile, tile)), (tile * (k % cols), tile * (k // cols)))

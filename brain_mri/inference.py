@@ -9,7 +9,7 @@ import torch
 
 from .config import CLASS_NAMES
 from .images import to_pil_rgb
-from .transforms import split_eval_transform
+from .transforms import EvalView, split_eval_transform
 
 
 class BrainMRIClassifier:
@@ -28,6 +28,7 @@ class BrainMRIClassifier:
         self.data_config = data_config or model_data_config(model)
         # timm's eval transform in two halves: explain() needs the resized image in between
         self.geometric, self.tensorize = split_eval_transform(self.data_config)
+        self.view = EvalView(self.data_config)
         self.class_names = tuple(class_names)
         self.source = source
         # CAM hooks sit on the shared model: one request at a time may run it, so two requests
@@ -102,14 +103,13 @@ class BrainMRIClassifier:
         """
         from .explain import Explanation, compute_cam, display_image, heatmap_on_image, make_overlay
         from .quality import mri_warning
-        from .transforms import view_region
 
         if target is not None and target not in self.class_names:
             raise ValueError(f"Unknown target class {target!r}; choose one of {', '.join(self.class_names)}.")
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
         rgb = to_pil_rgb(image)
-        view_image = self.geometric(rgb)
+        view_image, region = self.view(rgb)
         view = np.asarray(view_image, dtype=np.uint8)
         batch = self.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
@@ -119,8 +119,7 @@ class BrainMRIClassifier:
         explained = int(probs.argmax()) if index is None else index
         shown = display_image(rgb)
         ratio = shown.shape[1] / rgb.size[0]  # < 1 when a large image is shown scaled down
-        region = [v * ratio for v in view_region(rgb, self.data_config)]
-        on_image = heatmap_on_image(heatmap, region, (shown.shape[1], shown.shape[0]))
+        on_image = heatmap_on_image(heatmap, [v * ratio for v in region], (shown.shape[1], shown.shape[0]))
         return Explanation(
             probabilities={c: float(p) for c, p in zip(self.class_names, probs)},
             target=self.class_names[explained], heatmap=on_image, image=shown,

@@ -66,24 +66,49 @@ def split_eval_transform(data_config: dict):
         crop (PIL -> PIL), and to-tensor + normalise; past the head crop they are exactly
         ``timm.data.create_transform(..., is_training=False)``.
     """
+    from torchvision import transforms as T
+
+    resize, tensorize = _timm_eval(data_config)
+    crop = [HeadCrop(**data_config["head_crop"])] if data_config.get("head_crop") else []
+    return T.Compose(crop + [resize]), tensorize
+
+
+def _timm_eval(data_config: dict):
     from timm.data import create_transform
     from torchvision import transforms as T
 
     timm_config = {k: v for k, v in data_config.items() if k != "head_crop"}
     steps = create_transform(**timm_config, is_training=False).transforms
     first = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
-    crop = [HeadCrop(**data_config["head_crop"])] if data_config.get("head_crop") else []
-    return T.Compose(crop + steps[:first]), T.Compose(steps[first:])
+    return T.Compose(steps[:first]), T.Compose(steps[first:])
+
+
+class EvalView:
+    """PIL image -> ``(view, region)``: the model's view (the geometric half of
+    :func:`split_eval_transform`) and the rectangle of the image it shows (:func:`view_region`),
+    with the head found once for both."""
+
+    def __init__(self, data_config: dict):
+        self.data_config, self.resize = data_config, _timm_eval(data_config)[0]
+
+    def __call__(self, image):
+        cropped, region = _crop_and_region(image, self.data_config)
+        return self.resize(cropped), region
 
 
 def view_region(image, data_config: dict) -> tuple[float, float, float, float]:
     """The rectangle ``(x0, y0, x1, y1)`` of a PIL image that the eval transform of ``data_config``
     turns into the model's square view (it can reach past the image: padding)."""
+    return _crop_and_region(image, data_config)[1]
+
+
+def _crop_and_region(image, data_config: dict):
+    x0 = y0 = 0
     if data_config.get("head_crop"):
-        x0, y0, x1, y1 = head_box(image, **data_config["head_crop"])
-        rx0, ry0, rx1, ry1 = _timm_region((x1 - x0, y1 - y0), data_config)
-        return x0 + rx0, y0 + ry0, x0 + rx1, y0 + ry1
-    return _timm_region(image.size, data_config)
+        x0, y0, _, _ = box = head_box(image, **data_config["head_crop"])
+        image = image.crop(box)
+    rx0, ry0, rx1, ry1 = _timm_region(image.size, data_config)
+    return image, (x0 + rx0, y0 + ry0, x0 + rx1, y0 + ry1)
 
 
 def _timm_region(size: tuple[int, int], data_config: dict) -> tuple[float, float, float, float]:

@@ -211,3 +211,8 @@ def test_card_rendered_again_with_notes(trained_folder, tmp_path):
     assert "## Model selection and explanations" not in before
     # everything else is the same card
     assert after.replace(after[after.index("## Model selection"):after.index("## Limitations")], "") == before
+    # rendering again without --notes keeps the notes given last time
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "card", "--model", str(folder)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (folder / "README.md").read_text() == after

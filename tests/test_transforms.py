@@ -79,3 +79,18 @@ def test_head_crop_runs_before_timms_transform():
     plain, _ = split_eval_transform(cfg)
     np.testing.assert_array_equal(np.asarray(cropped(image)), np.asarray(plain(crop_to_head(image))))
     assert view_region(image, {**cfg, "head_crop": HEAD_CROP}) == pytest.approx(head_box(image))
+
+
+def test_eval_view_is_the_geometric_transform_and_its_region():
+    import numpy as np
+
+    from brain_mri.transforms import HEAD_CROP, EvalView, split_eval_transform, view_region
+
+    image = _head_on_black()
+    for cfg in ({"input_size": (3, 48, 48), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3,
+                 "crop_pct": 0.875, "crop_mode": "center"},
+                {"input_size": (3, 64, 64), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
+                 "crop_pct": 1.0, "crop_mode": "center", "head_crop": HEAD_CROP}):
+        view, region = EvalView(cfg)(image)
+        np.testing.assert_array_equal(np.asarray(view), np.asarray(split_eval_transform(cfg)[0](image)))
+        assert region == view_region(image, cfg)

@@ -37,6 +37,9 @@ def parse_args(argv=None):
     g.add_argument("--head-crop", action="store_true",
                    help="crop each image to a square around the head before resizing (brain_mri.transforms."
                         "crop_to_head), in training and wherever the exported model is used")
+    g.add_argument("--cam-layer", default=D.cam_layer, metavar="LAYER[,LAYER]",
+                   help="layer the exported model's CAMs hook by default, dotted; several, comma-separated, are "
+                        "averaged (e.g. layer3.-1,layer4.-1); recorded in config.json (default: the family's rule)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=D.epochs, help="maximum epochs (default %(default)s)")

@@ -30,10 +30,14 @@ def boxed_batch(split, boxes, folder, data_config, n):
     return view_batch(split, idx, data_config), split.labels[idx]
 
 
-def faithfulness(model, batch, labels, method):
-    rand = np.asarray(randomisation_correlation(model, randomised_copy(model), batch, labels, method))
-    road = road_scores(model, batch, labels, method)
-    print(f"| {method} | {len(labels)} | {np.nanmean(rand):.3f} | {int(np.isnan(rand).sum())} | {road.mean():.3f} |")
+def faithfulness_table(model, batch, labels, methods, layer):
+    """ROAD and the rank correlation with a copy whose last stage is re-initialised, per method."""
+    print("\n| method | images | rank correlation with the randomised last stage | empty randomised maps | ROAD |\n"
+          "|---|---:|---:|---:|---:|")
+    for method in methods:
+        rand = np.asarray(randomisation_correlation(model, randomised_copy(model), batch, labels, method, layer))
+        road = road_scores(model, batch, labels, method, layer)
+        print(f"| {method} | {len(labels)} | {np.nanmean(rand):.3f} | {int(np.isnan(rand).sum())} | {road.mean():.3f} |")
 
 
 def main():
@@ -41,7 +45,8 @@ def main():
     p.add_argument("--model", default="model")
     p.add_argument("--data", required=True)
     p.add_argument("--methods", nargs="+", default=["gradcam", "layercam", "eigencam"])
-    p.add_argument("--target-layer", default=None, help="dotted layer path; default the family's rule")
+    p.add_argument("--target-layer", default=None, help="dotted layer path(s); default the model's (config.json), "
+                   "else the family's rule")
     p.add_argument("--faithfulness", type=int, default=40, metavar="N", help="boxed Testing images for ROAD / randomisation")
     p.add_argument("--grid", help="PNG path for a grid of overlays with boxes")
     args = p.parse_args()
@@ -55,16 +60,15 @@ def main():
     run = json.loads(run_file.read_text())
     model, data_config = load_exported(args.model)
     bundle = prepare_data(args.data, data_config, run["val_fraction"], run["seed"], progress=False)
-    print(f"{args.model}, CAM on {args.target_layer or 'the default layer'}, the true class explained")
+    layer = args.target_layer or data_config.get("cam_layer")
+    print(f"{args.model}, CAM on {layer or 'the family rule layer'}, the true class explained")
     for split, folder, name in ((bundle.val, "Training", "validation"), (bundle.test, "Testing", "Testing")):
         tables = {m: summarise(cam_rows(model, split, data_config, boxes, folder, m, args.target_layer))
                   for m in args.methods}
         print(f"\n{name}\n{localisation_table(tables)}")
     batch, labels = boxed_batch(bundle.test, boxes, "Testing", data_config, args.faithfulness)
-    print("\n| method | images | rank correlation with the randomised last stage | empty randomised maps | ROAD |\n"
-          "|---|---:|---:|---:|---:|")
-    for m in args.methods:
-        faithfulness(model, batch, labels, m)
+    if len(labels):
+        faithfulness_table(model, batch, labels, args.methods, layer)
     if args.grid:
         Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
         n = cam_grid(model, bundle.test, data_config, boxes, "Testing", Path(args.grid), args.methods[0])

@@ -52,6 +52,10 @@ DISCLAIMER = (
 )
 
 
+#: Keys of a data config that timm does not know: ``config.json`` keeps them under ``brain_mri``.
+OWN_CONFIG_KEYS = ("head_crop", "cam_layer")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One training run. ``train.py`` fills it from its flags, which have the same names;
@@ -65,6 +69,7 @@ class TrainConfig:
     pretrained: str = "auto"
     image_size: int = 160
     head_crop: bool = False
+    cam_layer: str | None = None  # dotted layer(s) for CAMs; None: the family's rule
     epochs: int = 20
     batch_size: int = 32
     grad_accum: int = 1

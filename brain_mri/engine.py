@@ -138,7 +138,7 @@ def run_training(cfg: TrainConfig) -> Path:
                 accelerator.mixed_precision, " (--mixed-precision auto)" if cfg.mixed_precision == "auto" else "")
 
     model, used_pretrained = create_model(cfg.model, cfg.pretrained, cfg.image_size)
-    data_config = model_data_config(model, cfg.image_size, cfg.head_crop)
+    data_config = model_data_config(model, cfg.image_size, cfg.head_crop, cfg.cam_layer)
     if cfg.box_loss:
         from .guidance import check_guidable
 

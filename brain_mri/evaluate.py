@@ -65,7 +65,7 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
         if box is None and CLASS_NAMES[label] != "notumor":
             continue
         _, heatmap = compute_cam(model, view_batch(split, slice(i, i + 1), data_config), method, int(label),
-                                 target_layer)
+                                 target_layer or data_config.get("cam_layer"))
         row = {"file": name, "label": CLASS_NAMES[label]}
         if box is not None:
             on_image = heatmap_on_image(heatmap, split.regions[i], (int(box[4]), int(box[5])))
@@ -77,9 +77,17 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
     return rows
 
 
+def grid_picks(names, labels, boxes: dict, folder: str, tiles: int) -> list[int]:
+    """Indices of up to ``tiles`` boxed images, an even share for each class that has boxes, in class order."""
+    boxed = [i for i, name in enumerate(names) if f"{folder}/{name}" in boxes]
+    classes = sorted({int(labels[i]) for i in boxed})
+    return [i for c in classes for i in [j for j in boxed if labels[j] == c][:tiles // len(classes)]]
+
+
 def cam_grid(model, split, data_config: dict, boxes: dict, folder: str, path: Path, method: str = "gradcam",
              tiles: int = 24, tile: int = 112) -> int:
-    """A PNG of small overlays (true class explained) of a split's boxed images, box drawn in white.
+    """A PNG of small overlays (true class explained) of a split's boxed images, as many of each class,
+    box drawn in white.
 
     Returns:
         How many tiles it holds (0: no boxed image, nothing written).
@@ -90,13 +98,14 @@ def cam_grid(model, split, data_config: dict, boxes: dict, folder: str, path: Pa
 
     model = model.cpu().eval()
     size = data_config["input_size"][-1]
-    picked = [i for i, name in enumerate(split.names) if f"{folder}/{name}" in boxes][:tiles]
-    cols = min(8, len(picked))
+    picked = grid_picks(split.names, split.labels, boxes, folder, tiles)
     if not picked:
         return 0
+    cols = min(8, len(picked))
     grid = Image.new("RGB", (tile * cols, tile * ((len(picked) + cols - 1) // cols)))
     for k, i in enumerate(picked):
-        heatmap = compute_cam(model, view_batch(split, slice(i, i + 1), data_config), method, int(split.labels[i]))[1]
+        heatmap = compute_cam(model, view_batch(split, slice(i, i + 1), data_config), method, int(split.labels[i]),
+                              data_config.get("cam_layer"))[1]
         image = Image.fromarray(make_overlay(split.images[i].transpose(1, 2, 0), heatmap, 0.45))
         x0, y0, x1, y1 = box_in_view(boxes[f"{folder}/{split.names[i]}"], split.regions[i], size)
         ImageDraw.Draw(image).rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=2)

@@ -84,6 +84,15 @@ def target_layer_for(model: torch.nn.Module, target_layer: str | None = None):
     return get_module(model, target_layer or default), reshape
 
 
+def cam_layers(model: torch.nn.Module, target_layer: str | None = None):
+    """``(layers, reshape)`` for a CAM: :func:`target_layer_for` of each comma-separated path of
+    ``target_layer`` (``"layer3.-1,layer4.-1"``: pytorch-grad-cam averages their maps, finer and
+    multi-scale), or of the family's rule."""
+    names = [name.strip() for name in target_layer.split(",")] if target_layer else [None]
+    found = [target_layer_for(model, name) for name in names]
+    return [layer for layer, _ in found], found[0][1]
+
+
 #: Longest side of the image an explanation is drawn on; larger uploads are shown scaled down.
 MAX_SIDE = 2048
 
@@ -148,9 +157,7 @@ def compute_cam(model, input_tensor, method: str = "gradcam", target_index: int 
 
     if method not in CAM_METHODS:
         raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
-    # "layer3.-1,layer4.-1": pytorch-grad-cam averages the maps of several layers (finer, multi-scale)
-    found = [target_layer_for(model, name) for name in (target_layer.split(",") if target_layer else [None])]
-    layers, reshape = [layer for layer, _ in found], found[0][1]
+    layers, reshape = cam_layers(model, target_layer)
     cam_cls = getattr(pytorch_grad_cam, CAM_METHODS[method][0])
     targets = None if target_index is None else [ClassifierOutputTarget(target_index)] * input_tensor.shape[0]
     with _grad_only_from(model, layers), \

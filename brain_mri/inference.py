@@ -93,8 +93,9 @@ class BrainMRIClassifier:
             method: ``gradcam`` (default), ``gradcam++``, ``xgradcam``, ``layercam`` or ``eigencam``.
             target: the class to explain; default the predicted one.
             opacity: weight of the heatmap in the overlay, 0 to 1.
-            target_layer: dotted path of the layer to hook, for architectures without a rule, or
-                several, comma-separated, whose maps are averaged (``"layer3.-1,layer4.-1"``).
+            target_layer: dotted path of the layer to hook, or several, comma-separated, whose maps
+                are averaged (``"layer3.-1,layer4.-1"``); default the model's own (``config.json`` →
+                ``brain_mri.cam_layer``), else the family's rule.
 
         Returns:
             An :class:`~brain_mri.explain.Explanation`: the heatmap and overlay are aligned with the
@@ -114,7 +115,8 @@ class BrainMRIClassifier:
         batch = self.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
         with self._lock:
-            logits, heatmap = compute_cam(self.model, batch, method, index, target_layer)
+            layer = target_layer or self.data_config.get("cam_layer")
+            logits, heatmap = compute_cam(self.model, batch, method, index, layer)
         probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
         explained = int(probs.argmax()) if index is None else index
         shown = display_image(rgb)

@@ -8,7 +8,7 @@ from pathlib import Path
 import timm
 import torch
 
-from .config import CLASS_NAMES, LICENSE
+from .config import CLASS_NAMES, LICENSE, OWN_CONFIG_KEYS
 from .hub import HubError, hub_unreachable_reason, is_hub_id
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,15 @@ def create_model(arch: str, pretrained: str = "auto", image_size: int | None = N
     return timm.create_model(arch, pretrained=False, **kwargs), False
 
 
-def model_data_config(model: torch.nn.Module, image_size: int | None = None, head_crop: bool = False) -> dict:
+def model_data_config(model: torch.nn.Module, image_size: int | None = None, head_crop: bool = False,
+                      cam_layer: str | None = None) -> dict:
     """timm's data config for ``model``, at ``image_size``, resizing without cropping.
 
     MRI slices are centred and tumours can sit near the edge: crop_pct 1.0 keeps the
-    whole field of view. ``head_crop`` adds ``"head_crop"`` (the parameters of
-    :func:`~brain_mri.transforms.crop_to_head`), which runs before timm's transform.
+    whole field of view. Two keys of our own (:data:`~brain_mri.config.OWN_CONFIG_KEYS`, exported to ``config.json`` →
+    ``brain_mri``) may follow: ``"head_crop"`` (the parameters of
+    :func:`~brain_mri.transforms.crop_to_head`, which runs before timm's transform) and
+    ``"cam_layer"`` (the layer(s) explanations hook unless told otherwise).
     """
     from timm.data import resolve_data_config
 
@@ -75,7 +78,14 @@ def model_data_config(model: torch.nn.Module, image_size: int | None = None, hea
     if image_size:
         args["input_size"] = (3, image_size, image_size)
     config = resolve_data_config(args, model=model)
-    return {**config, "head_crop": dict(HEAD_CROP)} if head_crop else config
+    if head_crop:
+        config["head_crop"] = dict(HEAD_CROP)
+    if cam_layer:
+        from .explain import cam_layers
+
+        cam_layers(model, cam_layer)  # a name that does not resolve fails now, not after training
+        config["cam_layer"] = cam_layer
+    return config
 
 
 def fold_temperature(model: torch.nn.Module, temperature: float) -> None:
@@ -112,8 +122,9 @@ def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict) -> No
         cfg.pop("model_args", None)
     for k in ("tag", "origin_url", "paper_ids", "hf_hub_id"):
         cfg["pretrained_cfg"].pop(k, None)
-    if data_config.get("head_crop"):  # timm knows no such step: load_exported puts it back in front
-        cfg["brain_mri"] = {"head_crop": data_config["head_crop"]}
+    own = {k: data_config[k] for k in OWN_CONFIG_KEYS if data_config.get(k)}
+    if own:  # timm knows none of these: load_exported puts them back
+        cfg["brain_mri"] = own
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
@@ -148,8 +159,8 @@ def load_exported(source: str | Path, device: str = "cpu"):
     if tuple(labels) != CLASS_NAMES:
         raise ValueError(f"{source} has classes {labels}, expected {CLASS_NAMES}.")
     data_config = resolve_data_config({}, model=model)
-    head_crop = _exported_config(path if path.is_dir() else str(source)).get("brain_mri", {}).get("head_crop")
-    return model.to(device).eval(), {**data_config, "head_crop": head_crop} if head_crop else data_config
+    own = _exported_config(path if path.is_dir() else str(source)).get("brain_mri", {})
+    return model.to(device).eval(), {**data_config, **{k: own[k] for k in OWN_CONFIG_KEYS if own.get(k)}}
 
 
 def _exported_config(source) -> dict:

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .config import OWN_CONFIG_KEYS
+
 
 #: Head crop: grey level above which a pixel may be head, and the margin around the head (share of its size).
 HEAD_CROP = {"threshold": 20, "margin": 0.04}
@@ -77,7 +79,7 @@ def _timm_eval(data_config: dict):
     from timm.data import create_transform
     from torchvision import transforms as T
 
-    timm_config = {k: v for k, v in data_config.items() if k != "head_crop"}
+    timm_config = {k: v for k, v in data_config.items() if k not in OWN_CONFIG_KEYS}
     steps = create_transform(**timm_config, is_training=False).transforms
     first = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
     return T.Compose(steps[:first]), T.Compose(steps[first:])

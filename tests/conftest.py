@@ -92,10 +92,11 @@ def trained_folder(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cropped_folder(tiny_data, tmp_path_factory):
-    """The same run with --head-crop."""
+    """The same run with --head-crop and a two-layer CAM."""
     out = tmp_path_factory.mktemp("run") / "cropped"
     root, _ = tiny_data
-    r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS, "--head-crop")
+    r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS, "--head-crop",
+                  "--cam-layer", "layer3.-1,layer4.-1")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, r
 

@@ -68,3 +68,14 @@ def test_evaluate_reports_localisation_on_the_testing_boxes(evaluated):
         assert table["notumor"]["head_share"] is None or 0 <= table["notumor"]["head_share"] <= 1  # None: empty maps
         assert 0 <= table["all boxed"]["pointing"] <= 1
     assert "| Grad-CAM | all boxed | 9 |" in stdout
+
+
+def test_cam_grid_gives_each_boxed_class_an_even_share():
+    from brain_mri.evaluate import grid_picks
+
+    names = [f"glioma/g{i}.jpg" for i in range(10)] + [f"meningioma/m{i}.jpg" for i in range(3)] + ["notumor/n.jpg"]
+    labels = [0] * 10 + [1] * 3 + [2]
+    boxes = {f"Testing/{n}": (0, 0, 1, 1, 224, 224) for n in names if not n.startswith("notumor")}
+    picked = grid_picks(names, labels, boxes, "Testing", tiles=4)
+    assert [labels[i] for i in picked] == [0, 0, 1, 1]
+    assert grid_picks(names, labels, boxes, "Training", tiles=4) == []  # boxes of another folder

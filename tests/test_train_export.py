@@ -11,6 +11,7 @@ from PIL import Image
 
 from brain_mri import BrainMRIClassifier
 from brain_mri.config import CLASS_NAMES
+from conftest import TINY_ARGS, run_train
 
 EXPECTED_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "training_args.json",
                   "training_log.csv", "test_predictions.csv", "figures/confusion_leak_free.png",
@@ -99,7 +100,8 @@ def test_head_crop_is_recorded_and_applied(cropped_folder, sample_image):
     from brain_mri.transforms import HEAD_CROP, crop_to_head
 
     out, _ = cropped_folder
-    assert json.loads((out / "config.json").read_text())["brain_mri"] == {"head_crop": HEAD_CROP}
+    assert json.loads((out / "config.json").read_text())["brain_mri"] == {"head_crop": HEAD_CROP,
+                                                                          "cam_layer": "layer3.-1,layer4.-1"}
     clf = BrainMRIClassifier.from_pretrained(out)
     assert clf.data_config["head_crop"] == HEAD_CROP
     image = Image.open(sample_image).convert("RGB")
@@ -216,3 +218,19 @@ def test_card_rendered_again_with_notes(trained_folder, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (folder / "README.md").read_text() == after
+
+
+def test_cam_layer_is_recorded_and_used_by_default(cropped_folder, sample_image):
+    out, _ = cropped_folder
+    clf = BrainMRIClassifier.from_pretrained(out)
+    assert clf.data_config["cam_layer"] == "layer3.-1,layer4.-1"
+    default = clf.explain(sample_image).heatmap
+    np.testing.assert_array_equal(default, clf.explain(sample_image, target_layer="layer3.-1,layer4.-1").heatmap)
+    assert "layer3.-1,layer4.-1" in (out / "README.md").read_text()
+
+
+def test_unknown_cam_layer_fails_before_training(tiny_data, tmp_path):
+    root, _ = tiny_data
+    r = run_train("--data", root, "--epochs", "1", "--output-dir", tmp_path / "x", *TINY_ARGS, "--cam-layer", "layer9.-1")
+    assert r.returncode == 2 and "has no module 'layer9.-1'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x" / "checkpoints" / "last").exists()

@@ -17,6 +17,13 @@ D = TrainConfig  # the flags' defaults are its field defaults
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _data_and_model_flags(p)
+    _optimisation_flags(p)
+    _output_flags(p)
+    return p.parse_args(argv)
+
+
+def _data_and_model_flags(p):
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True,
                    help="folder in the Kaggle layout (Training/<class>/, Testing/<class>/) or a Hub dataset id")
@@ -41,6 +48,8 @@ def parse_args(argv=None):
                    help="layer the exported model's CAMs hook by default, dotted; several, comma-separated, are "
                         "averaged (e.g. layer3.-1,layer4.-1); recorded in config.json (default: the family's rule)")
 
+
+def _optimisation_flags(p):
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=D.epochs, help="maximum epochs (default %(default)s)")
     g.add_argument("--batch-size", type=int, default=D.batch_size, help="batch size per process (default %(default)s)")
@@ -68,6 +77,8 @@ def parse_args(argv=None):
     g.add_argument("--seed", type=int, default=D.seed, help="(default %(default)s)")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
 
+
+def _output_flags(p):
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", required=True, help="the model folder to write (checkpoints go in checkpoints/)")
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
@@ -77,7 +88,6 @@ def parse_args(argv=None):
                    help="markdown added to the model card (e.g. a backbone sweep table, what the CAMs show)")
     g.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                    help="upload the folder to this Hub model repo (token from HF_TOKEN or `hf auth login`)")
-    return p.parse_args(argv)
 
 
 def main(argv=None):

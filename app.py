@@ -1,11 +1,15 @@
 """Gradio demo: a brain MRI slice in, four class probabilities and a Grad-CAM overlay out.
 
-    python app.py [--model FOLDER_OR_HUB_ID]      (or BRAIN_MRI_MODEL=...; default: ./model)
+    python app.py [--model FOLDER_OR_HUB_ID]
+    (or BRAIN_MRI_MODEL=...; default: the Hub model named in README.md's front matter, else ./model)
 """
 import argparse
+import html
+import logging
 import os
 import sys
-from functools import partial
+import tempfile
+from functools import cache, partial
 from pathlib import Path
 
 import gradio as gr
@@ -16,7 +20,18 @@ from brain_mri.config import CAM_METHODS, CLASS_NAMES, DISPLAY_NAMES, IMAGE_EXTE
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
 MAX_FILE_SIZE = "20mb"
-EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS + (".dcm",))
+logger = logging.getLogger("app")
+
+
+def example_files(folder: Path = HERE / "examples") -> dict:
+    """``{name: path}`` of the shareable example slices (images and DICOM), by file name."""
+    return {p.name: p for p in sorted(folder.glob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS + (".dcm",)}
+
+
+def true_class(name: str) -> str | None:
+    """An example's true class, from its name (``meningioma_coronal.jpg``)."""
+    prefix = name.split("_")[0]
+    return prefix if prefix in CLASS_NAMES else None
 
 
 class MRIImage(gr.Image):
@@ -29,18 +44,208 @@ class MRIImage(gr.Image):
         return None if payload is None or payload.path is None else str(payload.path)
 
 
-def load_model(source: str | None) -> BrainMRIClassifier:
-    source = source or os.environ.get("BRAIN_MRI_MODEL") or str(BUNDLED_MODEL)
+def front_matter_model(readme: Path = HERE / "README.md") -> str | None:
+    """The first ``models:`` entry of the README's front matter (the Space's model repo)."""
+    from huggingface_hub import metadata_load
+
     try:
-        return BrainMRIClassifier.from_pretrained(source)
+        return (metadata_load(readme) or {}).get("models", [None])[0]
+    except (OSError, ValueError):
+        return None
+
+
+def load_model(requested: str | None) -> tuple[BrainMRIClassifier, str]:
+    """``(classifier, notice)``: ``requested``, $BRAIN_MRI_MODEL or the front matter's Hub model;
+    a Hub model that cannot be loaded (offline, missing) falls back to the bundled one, with a notice."""
+    source = requested or os.environ.get("BRAIN_MRI_MODEL") or front_matter_model()
+    if source and not Path(source).expanduser().exists() and "/" in source:
+        try:
+            return BrainMRIClassifier.from_pretrained(source), ""
+        except (OSError, ValueError, RuntimeError) as e:
+            logger.warning("Cannot load %s (%s): using the bundled model", source, e)
+            notice = f"The Hub model {source} could not be loaded ({e}); this page uses the bundled model."
+            source = None
+    else:
+        notice = ""
+    try:
+        return BrainMRIClassifier.from_pretrained(source or BUNDLED_MODEL), notice
     except (OSError, ValueError, RuntimeError) as e:
-        sys.exit(f"error: cannot load the model {source!r}: {e}\n"
-                 f"Pass --model with a local model folder (for example {BUNDLED_MODEL}) or set BRAIN_MRI_MODEL.")
+        sys.exit(f"error: cannot load the model {str(source or 'model')!r}: {e}\n"
+                 "Pass --model with a local model folder (for example ./model) or set BRAIN_MRI_MODEL.")
+
+
+def model_name(clf: BrainMRIClassifier) -> str:
+    """The model as the page names it: a Hub id, or "bundled model (...)"; never a server path."""
+    if Path(clf.source).resolve() == BUNDLED_MODEL.resolve():
+        return f"bundled model ({clf.describe()})"
+    return clf.source if not Path(clf.source).exists() else f"local model ({clf.describe()})"
+
+
+def resolve_choice(value, options: dict, what: str, default: str) -> str:
+    """An input given by id or by the name the page shows ("notumor" / "No tumour", "gradcam" / "Grad-CAM")."""
+    if value in (None, ""):
+        return default
+    text = str(value).strip().casefold()
+    for key, shown in options.items():
+        if text in (key.casefold(), shown.casefold()):
+            return key
+    raise gr.Error(f"Unknown {what} {value!r}; choose one of {', '.join(options.values())}.")
+
+
+TARGETS = {"predicted": "predicted class", **DISPLAY_NAMES}
+METHODS = {k: name for k, (_, name) in CAM_METHODS.items()}
+
+
+def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", target="predicted", opacity=0.5,
+            *, name: str | None = None):
+    """Classifies one brain MRI slice and explains the answer.
+
+    Returns the label (class probabilities), the image and its heatmap overlay at the upload's own
+    size, a JSON summary (class ids -> probabilities, model, CAM method, explained class), the
+    page's summary and a PNG report. An image that does not look like a brain MRI gets no label.
+    """
+    upload = dicom or image
+    if not upload:
+        raise gr.Error("Upload an MRI slice first (JPEG, PNG or DICOM).")
+    method, target = resolve_choice(method, METHODS, "CAM method", "gradcam"), resolve_choice(target, TARGETS, "class", "predicted")
+    file_name = name or Path(str(upload)).name
+    try:
+        e = clf.explain(upload, method=method, target=None if target == "predicted" else target, opacity=float(opacity))
+    except ValueError as err:
+        raise gr.Error(str(err).replace(str(upload), file_name).replace(str(Path(str(upload)).parent), "")) from None
+    details = {"file": file_name, "probabilities": e.probabilities, "predicted": max(e.probabilities, key=e.probabilities.get),
+               "explained_class": e.target, "cam_method": method, "model": model_name(clf), "warning": e.warning}
+    if e.warning:
+        details["predicted"] = None
+        gr.Warning(e.warning)
+    notes = ["Both a DICOM file and an image were given: the DICOM file was analysed."] if dicom and image else []
+    report = Path(tempfile.mkdtemp(prefix="brain-mri-report-")) / f"{Path(file_name).stem}_report.png"
+    from brain_mri.report import write_report
+
+    write_report(e, model_name(clf), report, file_name)
+    label = None if e.warning else {DISPLAY_NAMES[c]: p for c, p in e.probabilities.items()}
+    return label, (e.image, e.overlay), details, summary_html(details, name, notes), str(report)
+
+
+def summary_html(details: dict, example: str | None, notes: list) -> str:
+    """The page's answer: probabilities with one decimal, the heatmap's subject and a link to share."""
+    d = details
+    if d["warning"]:
+        head = f"<h3>⚠️ No answer</h3><p>{html.escape(d['warning'])}</p>"
+    else:
+        rows = "".join(
+            f"<tr><td>{'<b>' if c == d['predicted'] else ''}{DISPLAY_NAMES[c]}</td>"
+            f"<td style='width:60%'><div style='background:#4a7dd6;height:12px;width:{p * 100:.1f}%'></div></td>"
+            f"<td style='text-align:right'>{p:.1%}</td></tr>" for c, p in d["probabilities"].items())
+        head = f"<h3>{DISPLAY_NAMES[d['predicted']]}</h3><table style='width:100%'>{rows}</table>"
+    truth = true_class(example) if example else None
+    if truth:
+        notes.append(f"True class of this example: <b>{DISPLAY_NAMES[truth]}</b>"
+                     + ("" if d["warning"] else " ✔" if truth == d["predicted"] else " ✘"))
+    notes.append(f"Heatmap: <b>{METHODS[d['cam_method']]}</b> of <b>{DISPLAY_NAMES[d['explained_class']]}</b> · "
+                 f"model: {html.escape(d['model'])}")
+    notes.append(f"Link to this result: <a href='?example={html.escape(example)}'>?example={html.escape(example)}</a>"
+                 if example else "Uploads are not stored: download the report to share this result.")
+    return head + "".join(f"<p>{n}</p>" for n in notes)
+
+
+def gallery_cards(clf: BrainMRIClassifier, examples: dict) -> list:
+    """One Gallery item per example: the slice beside its overlay, captioned with the true and predicted class."""
+    import numpy as np
+
+    cards = []
+    for name, path in examples.items():
+        e = clf.explain(path)
+        predicted = max(e.probabilities, key=e.probabilities.get)
+        truth = true_class(name)
+        verdict = "" if truth is None else f"true {DISPLAY_NAMES[truth]} · "
+        caption = f"{name}: {verdict}predicted {DISPLAY_NAMES[predicted]} {e.probabilities[predicted]:.1%}"
+        cards.append((np.concatenate([e.image, e.overlay], axis=1), "⚠️ " + caption if e.warning else caption))
+    return cards
+
+
+def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
+    """Inputs and results of one example, by name (the Gallery's click and ``/?example=<name>``)."""
+    path = examples.get(name or "")
+    if path is None:
+        if name:
+            gr.Warning(f"No example called {name!r}.")
+        return (gr.update(),) * 7 + (gr.Tabs(),)
+    dicom = path.suffix.lower() == ".dcm"
+    results = analyse(clf, None if dicom else str(path), str(path) if dicom else None, name=name)
+    return (None if dicom else str(path), str(path) if dicom else None, *results, gr.Tabs(selected="analyse"))
+
+
+def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: str = "") -> gr.Blocks:
+    examples = example_files() if examples is None else examples
+    # cached example outputs belong to this process's model, never to a previous run's
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="brain-mri-examples-"))
+    with gr.Blocks(title="Brain MRI tumour classifier", delete_cache=(600, 3600)) as demo:
+        gr.Markdown("# Brain MRI tumour classifier with Grad-CAM\n"
+                    "Drop a brain MRI slice: the model gives the probabilities of glioma, meningioma, "
+                    "pituitary tumour and no tumour, and the heatmap shows what drove its answer.")
+        gr.Markdown(f"> **Medical disclaimer.** {DISCLAIMER}")
+        gr.Markdown(f"**Weights in use:** {model_name(clf)}" + (f"  \n⚠️ {notice}" if notice else ""))
+        with gr.Tabs() as tabs:
+            with gr.Tab("Analyse", id="analyse"):
+                inputs, outputs = analyse_tab(partial(analyse, clf), examples)
+            shown = [*inputs[:2], *outputs, tabs]  # what opening an example fills in
+            if examples:
+                with gr.Tab("Gallery", id="gallery") as tab:
+                    gr.Markdown("Every example with its heatmap. Click a card to open it in the Analyse tab.")
+                    gallery = gr.Gallery(columns=3, allow_preview=False, label="Examples", object_fit="contain",
+                                         height="auto", elem_id="example-gallery")
+                # drawn when the tab is first opened, once for all visitors: start-up stays fast
+                tab.select(cache(partial(gallery_cards, clf, examples)), None, gallery, api_visibility="private")
+
+                def on_select(evt: gr.SelectData):
+                    return open_example(clf, examples, list(examples)[evt.index])
+
+                gallery.select(on_select, None, shown, api_visibility="private")
+        gr.Markdown(facts_markdown(clf))
+
+        def on_load(request: gr.Request):  # /?example=<name> opens the page with that example analysed
+            return open_example(clf, examples, dict(request.query_params).get("example"))
+
+        demo.load(on_load, None, shown, api_visibility="private")
+    return demo
+
+
+def analyse_tab(run, examples: dict):
+    """The upload and options beside the answer, the examples below; returns (inputs, outputs)."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = MRIImage(label="MRI slice (JPEG or PNG: drop, click or paste)", type="filepath",
+                             sources=["upload", "clipboard"], image_mode=None, height=360)
+            dicom = gr.File(label="…or a DICOM file (.dcm; analysed instead of the image when both are given)",
+                            file_types=[".dcm", ".dicom"], type="filepath")
+            method = gr.Dropdown(list(METHODS.values()), value=METHODS["gradcam"], label="CAM method",
+                                 allow_custom_value=True)
+            target = gr.Dropdown(list(TARGETS.values()), value=TARGETS["predicted"], label="Explain class",
+                                 allow_custom_value=True)
+            opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
+            button = gr.Button("Analyse", variant="primary")
+        with gr.Column(scale=3):
+            summary = gr.HTML(label="Summary")
+            views = gr.ImageSlider(label="Your image | Grad-CAM overlay (drag to compare)", type="numpy",
+                                   format="png", height=560, max_height=900)
+            report = gr.DownloadButton("Download report (PNG)", variant="secondary")
+            label = gr.Label(label="Label", visible=False)
+            details = gr.JSON(label="Details", visible=False)
+    inputs, outputs = [image, dicom, method, target, opacity], [label, views, details, summary, report]
+    button.click(run, inputs, outputs, api_name="predict",
+                 api_description="Classify a brain MRI slice (JPEG, PNG or DICOM) and explain the answer.")
+    if examples:
+        gr.Examples([[None, str(p)] if p.suffix.lower() == ".dcm" else [str(p), None] for p in examples.values()],
+                    inputs=[image, dicom], outputs=outputs, fn=run, cache_examples=True, cache_mode="lazy",
+                    example_labels=[f"{n} ({DISPLAY_NAMES[true_class(n)]})" if true_class(n) else n for n in examples],
+                    label="Examples (true class in brackets)", examples_per_page=16)
+    return inputs, outputs
 
 
 def facts_markdown(clf: BrainMRIClassifier) -> str:
     facts = clf.facts()
-    lines = [f"**Model:** [{clf.source}]({facts['link']})" + (f" · `{facts['arch']}`" if facts["arch"] else "")]
+    lines = [f"**Model:** {model_name(clf)}" + (f" · `{facts['arch']}`" if facts["arch"] else "")]
     if facts["dataset"]:
         lines.append(f"**Trained on:** {facts['dataset']} (Kaggle Brain Tumor MRI Dataset, deduplicated)")
     for split, m in facts["metrics"].items():
@@ -48,67 +253,14 @@ def facts_markdown(clf: BrainMRIClassifier) -> str:
     return "  \n".join(lines)
 
 
-def analyse(clf: BrainMRIClassifier, image, dicom, method, target, opacity):
-    """The Analyse button: (label, the upload, its CAM overlay at the upload's size, note).
-
-    A bad upload raises ``gr.Error`` with a plain message; an image that does not look like a
-    brain MRI slice gets a warning instead of a label.
-    """
-    upload = dicom or image
-    if not upload:
-        raise gr.Error("Upload an MRI slice first (JPEG, PNG or DICOM).")
-    try:
-        result = clf.explain(upload, method=method, target=None if target == "predicted" else target,
-                             opacity=float(opacity))
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
-    note = f"Heatmap: **{CAM_METHODS[method][1]}** for **{DISPLAY_NAMES[result.target]}**."
-    if result.warning:
-        gr.Warning(result.warning)
-        return None, result.image, result.overlay, f"### ⚠️ {result.warning}\n\n{note}"
-    label = {DISPLAY_NAMES[c]: p for c, p in result.probabilities.items()}
-    return label, result.image, result.overlay, note
-
-
-def build_demo(clf: BrainMRIClassifier, examples: list[str] | None = None) -> gr.Blocks:
-    examples = EXAMPLES if examples is None else examples
-
-    with gr.Blocks(title="Brain MRI tumour classifier") as demo:
-        gr.Markdown("# Brain MRI tumour classifier with Grad-CAM\n"
-                    "Drop a brain MRI slice: the model gives the probabilities of glioma, meningioma, "
-                    "pituitary tumour and no tumour, and the heatmap shows what drove its answer.")
-        gr.Markdown(f"> **Medical disclaimer.** {DISCLAIMER}")
-        with gr.Row():
-            with gr.Column():
-                image = MRIImage(label="MRI slice (JPEG or PNG: drop, click or paste)", type="filepath",
-                                 sources=["upload", "clipboard"], image_mode=None, height=320)
-                dicom = gr.File(label="…or a DICOM file (.dcm)", file_types=[".dcm", ".dicom"], type="filepath")
-                method = gr.Dropdown([(name, k) for k, (_, name) in CAM_METHODS.items()], value="gradcam",
-                                     label="CAM method")
-                target = gr.Dropdown([("predicted class", "predicted")] + [(DISPLAY_NAMES[c], c) for c in CLASS_NAMES],
-                                     value="predicted", label="Explain class")
-                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
-                button = gr.Button("Analyse", variant="primary")
-            with gr.Column():
-                label = gr.Label(num_top_classes=len(CLASS_NAMES), label="Prediction")
-                note = gr.Markdown()
-                with gr.Row():
-                    seen = gr.Image(label="Your image", format="png", interactive=False, height=420)
-                    overlay = gr.Image(label="Grad-CAM overlay", format="png", interactive=False, height=420)
-        button.click(partial(analyse, clf), [image, dicom, method, target, opacity], [label, seen, overlay, note],
-                     api_name="predict")
-        if examples:
-            gr.Examples(examples, inputs=[image], label="Examples")
-        gr.Markdown(facts_markdown(clf))
-    return demo
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="model folder or Hub repo id (default: $BRAIN_MRI_MODEL or ./model)")
+    p.add_argument("--model", help="model folder or Hub repo id (default: $BRAIN_MRI_MODEL, README's models:, ./model)")
     args = p.parse_args(argv)
-    demo = build_demo(load_model(args.model))
-    demo.queue(default_concurrency_limit=2).launch(max_file_size=MAX_FILE_SIZE)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    clf, notice = load_model(args.model)
+    demo = build_demo(clf, notice=notice)
+    demo.queue(max_size=64, default_concurrency_limit=2).launch(max_file_size=MAX_FILE_SIZE)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Command line: ``python -m brain_mri evaluate|predict|card``; clear errors instead of tracebacks."""
+"""Command line: ``brain-mri evaluate|predict|gallery|space|card`` (or ``python -m brain_mri``); clear errors, no tracebacks."""
 from __future__ import annotations
 
 import argparse
@@ -9,17 +9,16 @@ from pathlib import Path
 
 
 def run_cli_errors(fn) -> int:
-    """Runs ``fn``; known user errors become one line on stderr and exit status 2."""
-    from .data import DataError
+    """Runs ``fn``; known user errors become one line on stderr and exit status 2, else ``fn``'s status
+    when it returns an int (0 otherwise)."""
     from .hub import HubError
-    from .model import PretrainedUnavailable
 
     try:
-        fn()
-    except (DataError, HubError, PretrainedUnavailable, FileNotFoundError, ValueError) as e:
+        status = fn()
+    except (HubError, OSError, ValueError) as e:  # DataError is a ValueError, PretrainedUnavailable a HubError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,9 +30,24 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--output", help="write the metrics as JSON here")
     e.add_argument("--csv", help="write per-image predictions as CSV here")
-    pr = sub.add_parser("predict", help="class probabilities of image files")
+    pr = sub.add_parser("predict", help="class probabilities of image files and folders",
+                        description="One row per readable image; unreadable files are listed on stderr and "
+                                    "skipped (exit status 1 when any were).")
     pr.add_argument("--model", required=True, help="model folder or Hub repo id")
-    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image / DICOM files, or folders (searched recursively)")
+    out = pr.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="FILE", help="write the rows as CSV (default: JSON lines on stdout)")
+    out.add_argument("--json", metavar="FILE", help="write the rows and the skipped files as one JSON document")
+    g = sub.add_parser("gallery", help="a static web page of predictions and heatmaps (index.html + images)")
+    g.add_argument("--model", required=True, help="model folder or Hub repo id")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="image / DICOM files, or folders (searched recursively); "
+                   "a file inside a class folder (glioma/, meningioma/, notumor/, pituitary/) is scored against it")
+    g.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced)")
+    g.add_argument("--method", default="gradcam", help="CAM method (default %(default)s)")
+    g.add_argument("--push-to-hub", metavar="USER/NAME", help="publish the folder as a static Space")
+    sp = sub.add_parser("space", help="publish the demo as a Gradio Space (the weights stay in the model repo)")
+    sp.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the Space to create or update")
+    sp.add_argument("--source", default=".", metavar="DIR", help="the brain-mri checkout (default: here)")
     c = sub.add_parser("card", help="render a model folder's card again, optionally with notes")
     c.add_argument("--model", required=True, help="model folder written by train.py")
     c.add_argument("--notes", help="markdown file for the 'Model selection and explanations' section")
@@ -46,12 +60,56 @@ def evaluate_cmd(args):
     print(format_table(evaluate_model(args.model, args.data, args.batch_size, args.output, args.csv)))
 
 
-def predict_cmd(args):
+def predict_cmd(args) -> int:
+    from dataclasses import asdict
+
+    from .batch import find_images, predict_files, write_csv, write_json
     from .inference import BrainMRIClassifier
 
+    files = find_images(args.paths)
+    if not files:
+        raise ValueError(f"No image or DICOM files in {', '.join(args.paths)}.")
     clf = BrainMRIClassifier.from_pretrained(args.model)
-    for path in args.images:
-        print(json.dumps({"file": path, **clf.predict(path)}))
+    predictions, skipped = predict_files(clf, files, progress=sys.stderr.isatty())
+    if args.csv:
+        write_csv(predictions, args.csv)
+    elif args.json:
+        write_json(predictions, skipped, args.json)
+    else:
+        for p in predictions:
+            print(json.dumps(asdict(p)))
+    for f, reason in skipped:
+        print(f"skipped {f}: {reason}", file=sys.stderr)
+    written = f", written to {args.csv or args.json}" if args.csv or args.json else ""
+    print(f"{len(predictions)} image(s) predicted{written}; {len(skipped)} unreadable file(s) skipped",
+          file=sys.stderr)
+    return 1 if skipped else 0
+
+
+def gallery_cmd(args) -> int:
+    from .batch import find_images
+    from .gallery import write_gallery
+    from .inference import BrainMRIClassifier
+
+    files = find_images(args.paths)
+    if not files:
+        raise ValueError(f"No image or DICOM files in {', '.join(args.paths)}.")
+    clf = BrainMRIClassifier.from_pretrained(args.model)
+    summary = write_gallery(clf, files, Path(args.out), args.method, progress=sys.stderr.isatty())
+    for f, reason in summary["skipped"]:
+        print(f"skipped {f}: {reason}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'index.html'}: {summary['images']} image(s)", file=sys.stderr)
+    if args.push_to_hub:
+        from .hub import push_to_hub
+
+        print(push_to_hub(Path(args.out), args.push_to_hub, repo_type="space", space_sdk="static"))
+    return 1 if summary["skipped"] else 0
+
+
+def space_cmd(args):
+    from .hub import publish_space
+
+    print(publish_space(Path(args.source), args.repo_id))
 
 
 def card_cmd(args):
@@ -64,5 +122,6 @@ def card_cmd(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
-    commands = {"evaluate": evaluate_cmd, "predict": predict_cmd, "card": card_cmd}
+    commands = {"evaluate": evaluate_cmd, "predict": predict_cmd, "gallery": gallery_cmd, "space": space_cmd,
+                "card": card_cmd}
     return run_cli_errors(lambda: commands[args.command](args))

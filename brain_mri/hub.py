@@ -47,33 +47,65 @@ def is_hub_id(source) -> bool:
     return True
 
 
-def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
+def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: bool = False,
+                repo_type: str = "model", space_sdk: str | None = None) -> str:
     """Creates ``repo_id`` (if needed) and uploads ``folder``; returns the repo URL.
 
-    The token comes from ``token``, ``HF_TOKEN`` or the cached login, and is never logged.
+    The one upload path: a model folder (``train.py --push-to-hub``), a static gallery or the demo
+    as a Space (``repo_type="space"`` with ``space_sdk`` "static" or "gradio"). The token comes
+    from ``token``, ``HF_TOKEN`` or the cached login, and is never logged.
 
     Raises:
-        HubError: offline, no token, or the Hub refused the upload.
+        HubError: offline, no token, or the Hub refused the upload; the folder stays as it is.
     """
     from huggingface_hub import HfApi, get_token
 
+    later = f"upload it later with: hf upload {repo_id} {folder}" + (f" --repo-type {repo_type}" if repo_type != "model" else "")
     reason = hub_unreachable_reason()
     if reason:
-        raise HubError(
-            f"Cannot push to {repo_id}: {reason}. The model folder {folder} is complete; "
-            f"upload it later with: hf upload {repo_id} {folder}"
-        )
+        raise HubError(f"Cannot push to {repo_id}: {reason}. The folder {folder} is complete; {later}")
     token = token or get_token()
     if not token:
-        raise HubError(
-            f"Cannot push to {repo_id}: no Hugging Face token. Set HF_TOKEN or run `hf auth login`. "
-            f"The model folder {folder} is complete."
-        )
+        raise HubError(f"Cannot push to {repo_id}: no Hugging Face token. Set HF_TOKEN or run `hf auth login`. "
+                       f"The folder {folder} is complete; {later}")
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                                   commit_message="Upload brain-mri model")
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                   commit_message=f"Upload brain-mri {repo_type}")
     except Exception as e:  # HTTP errors carry the reason; the token is not in them
         raise HubError(f"Upload of {folder} to {repo_id} failed: {type(e).__name__}: {e}") from e
-    return getattr(commit, "repo_url", f"https://huggingface.co/{repo_id}")
+    prefix = "" if repo_type == "model" else f"{repo_type}s/"
+    return getattr(commit, "repo_url", f"https://huggingface.co/{prefix}{repo_id}")
+
+
+#: What a Space needs from a source checkout; the weights stay in the model repo the README names.
+SPACE_FILES = ("app.py", "requirements.txt", "README.md", "pyproject.toml", "brain_mri", "examples")
+
+
+def publish_space(root: Path, repo_id: str, token: str | None = None) -> str:
+    """Uploads the demo in checkout ``root`` as a Gradio Space (``SPACE_FILES``, no weights).
+
+    Staged in a temporary folder that is always removed: offline or refused, nothing is left behind.
+
+    Raises:
+        HubError: offline, no token, a file missing from ``root``, or the Hub refused the upload.
+    """
+    import shutil
+    import tempfile
+
+    root = Path(root)
+    missing = [name for name in SPACE_FILES if not (root / name).exists()]
+    if missing:
+        raise HubError(f"{root.resolve().name} is not a brain-mri checkout: {', '.join(missing)} missing.")
+    reason = hub_unreachable_reason()
+    if reason:
+        raise HubError(f"Cannot publish the Space {repo_id}: {reason}. Nothing was written.")
+    with tempfile.TemporaryDirectory(prefix="brain-mri-space-") as tmp:
+        for name in SPACE_FILES:
+            src, dst = root / name, Path(tmp) / name
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi"))
+            else:
+                shutil.copy2(src, dst)
+        return push_to_hub(Path(tmp), repo_id, token, repo_type="space", space_sdk="gradio")

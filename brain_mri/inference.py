@@ -51,6 +51,18 @@ class BrainMRIClassifier:
     def device(self):
         return next(self.model.parameters()).device
 
+    def describe(self) -> str:
+        """The architecture and the start of the weights' SHA-256: names a model without a path."""
+        import hashlib
+
+        if not hasattr(self, "_description"):
+            digest = hashlib.sha256()
+            for tensor in self.model.state_dict().values():
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            arch = getattr(self.model, "pretrained_cfg", {}).get("architecture") or type(self.model).__name__
+            self._description = f"{arch}, weights {digest.hexdigest()[:8]}"
+        return self._description
+
     def facts(self) -> dict:
         """What the model's card says of it: architecture, training data, leak-free metrics, link."""
         from .card import model_facts

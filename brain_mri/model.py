@@ -14,7 +14,7 @@ from .hub import HubError, hub_unreachable_reason, is_hub_id
 logger = logging.getLogger(__name__)
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedUnavailable(HubError):
     """ImageNet weights were required but cannot be downloaded."""
 
 

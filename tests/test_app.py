@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
 from brain_mri import BrainMRIClassifier  # noqa: E402
-from brain_mri.config import DISPLAY_NAMES  # noqa: E402
+from brain_mri.config import CLASS_NAMES, DISPLAY_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,10 @@ def server(trained_folder):
     demo.close()
 
 
-def call(client, image=None, dicom=None, method="gradcam", target="predicted", opacity=0.5):
-    return client.predict(handle_file(str(image)) if image else None, handle_file(str(dicom)) if dicom else None,
-                          method, target, opacity, api_name="/predict")
+def call(client, image=None, dicom=None, **kwargs):
+    """Only what a test names is sent: every other input takes its default, as in the README's one-liner."""
+    files = {k: handle_file(str(v)) for k, v in (("image", image), ("dicom", dicom)) if v}
+    return client.predict(**files, **kwargs, api_name="/predict")
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +45,56 @@ def good_inputs(tiny_data, tmp_path_factory):
             "dicom": examples.get_path("mr")}
 
 
+def test_the_readme_one_liner(server, good_inputs):
+    client, out = server
+    label, views, details, summary, report = client.predict(handle_file(str(good_inputs["jpeg"])), api_name="/predict")
+    clf = BrainMRIClassifier.from_pretrained(out)
+    expected = clf.predict(good_inputs["jpeg"])
+    assert details["probabilities"] == pytest.approx(expected, abs=1e-5) and set(details["probabilities"]) == set(CLASS_NAMES)
+    assert details["predicted"] == max(expected, key=expected.get) == details["explained_class"]
+    assert details["cam_method"] == "gradcam" and details["model"].startswith("local model (test_resnet, weights ")
+    assert label["label"] == DISPLAY_NAMES[details["predicted"]]
+    assert [Image.open(v).size for v in views] == [(200, 180)] * 2  # the upload and its overlay, at its own size
+    assert f"{expected[details['predicted']]:.1%}" in summary and str(out) not in summary
+    assert Image.open(report).size[0] > 600
+
+
 @pytest.mark.parametrize("kind", ["jpeg", "grey", "16bit", "rgba", "dicom"])
 def test_good_inputs(server, good_inputs, kind):
     client, out = server
     path = good_inputs[kind]
-    label, seen, overlay, note = call(client, dicom=path) if kind == "dicom" else call(client, image=path)
+    label, views, details, summary, _ = call(client, dicom=path) if kind == "dicom" else call(client, image=path)
     probs = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert set(probs) == set(DISPLAY_NAMES.values())
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
     size = (64, 64) if kind == "dicom" else (200, 180)  # the upload's own size, not the model's
-    for img in (seen, overlay):
-        assert img.endswith(".png")
-        assert Image.open(img).size == tuple(size)
-    assert "Grad-CAM" in note
+    for img in views:
+        assert img.endswith(".png") and Image.open(img).size == size
+    assert "Grad-CAM" in summary and details["file"] == path.name
 
 
-def test_target_class_and_method(server, good_inputs):
+def test_inputs_take_ids_or_shown_names(server, good_inputs):
     client, _ = server
-    _, _, overlay_a, note = call(client, image=good_inputs["jpeg"], method="eigencam", target="pituitary",
-                                 opacity=0.9)
-    assert "EigenCAM" in note and "Pituitary tumour" in note
-    _, _, overlay_b, _ = call(client, image=good_inputs["jpeg"], method="eigencam", target="pituitary", opacity=0.1)
-    assert not np.array_equal(np.asarray(Image.open(overlay_a)), np.asarray(Image.open(overlay_b)))
+    by_id = call(client, image=good_inputs["jpeg"], method="eigencam", target="pituitary", opacity=0.9)
+    by_name = call(client, image=good_inputs["jpeg"], method="EigenCAM", target="Pituitary tumour", opacity=0.9)
+    assert by_id[2]["cam_method"] == by_name[2]["cam_method"] == "eigencam"
+    assert by_id[2]["explained_class"] == by_name[2]["explained_class"] == "pituitary"
+    assert "EigenCAM" in by_id[3] and "Pituitary tumour" in by_id[3]
+    faint = call(client, image=good_inputs["jpeg"], method="eigencam", target="pituitary", opacity=0.1)
+    assert not np.array_equal(np.asarray(Image.open(by_id[1][1])), np.asarray(Image.open(faint[1][1])))
+    with pytest.raises(Exception, match="Unknown CAM method 'magic'"):
+        call(client, image=good_inputs["jpeg"], method="magic")
+
+
+def test_api_reads_well(server):
+    client, _ = server
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/predict"]  # page-load, gallery and example handlers stay private
+    endpoint = api["named_endpoints"]["/predict"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "dicom", "method", "target", "opacity"]
+    assert all(p["parameter_has_default"] for p in endpoint["parameters"])
+    assert [r["label"] for r in endpoint["returns"]][:3] == ["Label", "Your image | Grad-CAM overlay (drag to compare)",
+                                                              "Details"]
 
 
 def _bad_files(d):
@@ -120,37 +149,51 @@ def test_not_an_mri_gets_a_warning_not_a_label(server, tmp_path, make):
     client, _ = server
     path = tmp_path / "odd.png"
     make().save(path)
-    label, _, overlay, note = call(client, image=path)
-    assert "⚠️" in note
+    label, views, details, summary, _ = call(client, image=path)
+    assert "⚠️ No answer" in summary and details["predicted"] is None and details["warning"]
     assert label is None or not label.get("confidences")
-    assert overlay.endswith(".png")
+    assert views[1].endswith(".png")
 
 
 def test_analyse_without_a_server(trained_folder, good_inputs, tmp_path):
     out, _ = trained_folder
     clf = BrainMRIClassifier.from_pretrained(out)
-    label, seen, overlay, note = app.analyse(clf, str(good_inputs["jpeg"]), None, "layercam", "meningioma", 0.3)
+    label, (seen, overlay), details, summary, report = app.analyse(clf, str(good_inputs["jpeg"]), None, "layercam",
+                                                                   "meningioma", 0.3)
     expected = clf.explain(good_inputs["jpeg"], method="layercam", target="meningioma", opacity=0.3)
     assert label == {DISPLAY_NAMES[c]: p for c, p in expected.probabilities.items()}
     np.testing.assert_array_equal(seen, expected.image)
     np.testing.assert_array_equal(overlay, expected.overlay)
-    assert note == "Heatmap: **LayerCAM** for **Meningioma**."
-    # the DICOM input wins over the image input when both are given
-    dicom_label, *_ = app.analyse(clf, str(good_inputs["jpeg"]), str(good_inputs["dicom"]), "gradcam", "predicted", 0.5)
+    assert "Heatmap: <b>LayerCAM</b> of <b>Meningioma</b>" in summary and "Uploads are not stored" in summary
+    # the DICOM input wins over the image input when both are given, and the page says so
+    dicom_label, _, _, summary, _ = app.analyse(clf, str(good_inputs["jpeg"]), str(good_inputs["dicom"]))
     assert dicom_label == {DISPLAY_NAMES[c]: p for c, p in clf.predict(good_inputs["dicom"]).items()}
+    assert "the DICOM file was analysed" in summary
     with pytest.raises(gr.Error, match="Upload an MRI slice first"):
-        app.analyse(clf, None, None, "gradcam", "predicted", 0.5)
+        app.analyse(clf, None, None)
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
-    with pytest.raises(gr.Error, match="Cannot read notes.jpg as an image"):
-        app.analyse(clf, str(bad), None, "gradcam", "predicted", 0.5)
-    with pytest.raises(gr.Error, match="Unknown CAM method 'magic'"):
-        app.analyse(clf, str(good_inputs["jpeg"]), None, "magic", "predicted", 0.5)
+    with pytest.raises(gr.Error, match="Cannot read notes.jpg as an image") as err:
+        app.analyse(clf, str(bad))
+    assert str(tmp_path) not in str(err.value)
     grey = tmp_path / "grey.png"
     Image.new("RGB", (200, 200), (128, 128, 128)).save(grey)
     with pytest.warns(UserWarning, match="blank or nearly constant"):
-        label, _, overlay, note = app.analyse(clf, str(grey), None, "gradcam", "predicted", 0.5)
-    assert label is None and note.startswith("### ⚠️ This image is blank") and overlay.shape[-1] == 3
+        label, (_, overlay), details, summary, _ = app.analyse(clf, str(grey))
+    assert label is None and details["predicted"] is None and "blank" in summary and overlay.shape[-1] == 3
+
+
+def test_example_by_name_has_its_true_class_and_a_link(trained_folder):
+    out, _ = trained_folder
+    clf = BrainMRIClassifier.from_pretrained(out)
+    examples = app.example_files()
+    assert len(examples) >= 8 and {app.true_class(n) for n in examples} == set(CLASS_NAMES)
+    image, dicom, label, views, details, summary, report, tabs = app.open_example(clf, examples, "pituitary_sagittal.jpg")
+    assert image.endswith("pituitary_sagittal.jpg") and dicom is None and details["file"] == "pituitary_sagittal.jpg"
+    assert "True class of this example: <b>Pituitary tumour</b>" in summary
+    assert "?example=pituitary_sagittal.jpg" in summary
+    image, dicom, *_ = app.open_example(clf, examples, "meningioma_coronal.dcm")
+    assert image is None and dicom.endswith(".dcm")
 
 
 def test_app_uses_only_the_public_api():
@@ -159,17 +202,24 @@ def test_app_uses_only_the_public_api():
     tree = ast.parse((app.HERE / "app.py").read_text())
     used = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("brain_mri")}
     used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("brain_mri")}
-    assert used == {"brain_mri", "brain_mri.config"}
+    assert used == {"brain_mri", "brain_mri.config", "brain_mri.report"}
 
 
-def test_offline_hub_model_is_a_clear_error_at_start():
-    import subprocess
-    import sys
+def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):
+    from conftest import BUNDLED_MODEL
 
-    r = subprocess.run([sys.executable, "app.py", "--model", "someone/brain-mri"], cwd=app.HERE,
-                       capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "cannot load the model 'someone/brain-mri'" in r.stderr and "local model folder" in r.stderr
+    if not (BUNDLED_MODEL / "model.safetensors").is_file():
+        pytest.skip("no bundled model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("BRAIN_MRI_MODEL", raising=False)
+    assert app.front_matter_model() == "brain-mri/brain-mri-classifier"  # the README's models: entry
+    clf, notice = app.load_model(None)
+    assert app.model_name(clf).startswith("bundled model (resnet10t, weights ")
+    assert "brain-mri/brain-mri-classifier could not be loaded" in notice and "HF_HUB_OFFLINE" in notice
+    page = app.build_demo(clf, examples={}, notice=notice)
+    shown = " ".join(str(b.value) for b in page.blocks.values() if isinstance(b, gr.Markdown))
+    assert "Weights in use:** bundled model (resnet10t" in shown and "could not be loaded" in shown
+    assert str(BUNDLED_MODEL) not in shown
 
 
 def test_model_facts_come_from_the_card(trained_folder):
@@ -181,12 +231,15 @@ def test_model_facts_come_from_the_card(trained_folder):
     assert f"accuracy {round(lf, 4):.2%}" in facts and "test_resnet" in facts and "leak-free" in facts
 
 
-def test_gallery_only_when_examples_exist(trained_folder, good_inputs):
+def test_examples_and_gallery_only_when_examples_exist(trained_folder, good_inputs):
     out, _ = trained_folder
     clf = BrainMRIClassifier.from_pretrained(out)
 
-    def datasets(demo):
-        return [b for b in demo.blocks.values() if isinstance(b, gr.Dataset)]
+    def blocks(demo, kind):
+        return [b for b in demo.blocks.values() if isinstance(b, kind)]
 
-    assert not datasets(app.build_demo(clf, examples=[]))
-    assert len(datasets(app.build_demo(clf, examples=[str(good_inputs["jpeg"])]))) == 1
+    empty = app.build_demo(clf, examples={})
+    assert not blocks(empty, gr.Dataset) and not blocks(empty, gr.Gallery)
+    one = app.build_demo(clf, examples={"glioma_x.jpg": good_inputs["jpeg"]})
+    assert len(blocks(one, gr.Dataset)) == 1 and len(blocks(one, gr.Gallery)) == 1
+    assert blocks(one, gr.Dataset)[0].sample_labels == ["glioma_x.jpg (Glioma)"]

@@ -12,37 +12,97 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def test_upload_and_see_label_and_overlay(trained_folder, tiny_data):
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def served(trained_folder):
     import app
     from brain_mri import BrainMRIClassifier
 
     out, _ = trained_folder
-    root, _ = tiny_data
     demo = app.build_demo(BrainMRIClassifier.from_pretrained(out))
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(demo.local_url, wait_until="networkidle")
-            assert "Medical disclaimer" in page.content()
-            page.locator("input[type=file]").first.set_input_files(str(root / "Testing" / "glioma" / "Te-gl_0001.jpg"))
-            page.get_by_role("button", name="Analyse").click()
-            def image_of(block_label):
-                return page.get_by_text(block_label, exact=True).locator("xpath=ancestor::div[.//img][1]//img").first
+    yield demo, app.example_files()
+    demo.close()
 
-            overlay = image_of("Grad-CAM overlay")
-            overlay.wait_for(state="visible", timeout=60_000)
-            image_of("Your image").wait_for(state="visible", timeout=60_000)
-            page.get_by_text("Heatmap: ").wait_for(timeout=60_000)
-            panel = page.get_by_text("Prediction", exact=True).locator("xpath=ancestor::div[contains(., '%')][1]")
-            text = panel.inner_text()
-            assert sum(name in text for name in ("Glioma", "Meningioma", "No tumour", "Pituitary tumour")) >= 4
-            assert overlay.get_attribute("src")
-            SCREENSHOTS.mkdir(exist_ok=True)
-            shot = SCREENSHOTS / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            browser.close()
-    finally:
-        demo.close()
+
+def shoot(page, name):
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    assert (SCREENSHOTS / name).stat().st_size > 10_000
+
+
+def test_upload_and_see_label_and_overlay(browser, served, tiny_data):
+    demo, examples = served
+    root, _ = tiny_data
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(demo.local_url, wait_until="networkidle")
+    assert "Medical disclaimer" in page.content() and "Weights in use" in page.content()
+    for name in examples:  # the examples are listed with their true class
+        assert page.get_by_text(name, exact=False).count() >= 1
+    page.locator("input[type=file]").first.set_input_files(str(root / "Testing" / "glioma" / "Te-gl_0001.jpg"))
+    page.get_by_role("button", name="Analyse").click()
+    page.get_by_text("Heatmap: ").wait_for(timeout=60_000)
+    text = page.locator("body").inner_text()
+    assert sum(name in text for name in ("Glioma", "Meningioma", "No tumour", "Pituitary tumour")) >= 4
+    assert "Uploads are not stored" in text
+    assert page.locator("img[src*='image.png'], img[src*='.png']").count() >= 2
+    shoot(page, "app.png")
+    page.close()
+
+
+def test_example_link_gallery_and_report(browser, served, tmp_path):
+    import json
+
+    from PIL import Image
+
+    demo, examples = served
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(demo.local_url.rstrip("/") + "/?example=pituitary_sagittal.jpg", wait_until="networkidle")
+    page.get_by_text("True class of this example").wait_for(timeout=60_000)  # no click needed
+    assert "?example=pituitary_sagittal.jpg" in page.locator("body").inner_text()
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_text("Download report (PNG)").click()
+    path = tmp_path / "report.png"
+    download.value.save_as(path)
+    numbers = json.loads(Image.open(path).text["brain-mri"])
+    assert set(numbers["probabilities"]) == {"glioma", "meningioma", "notumor", "pituitary"}
+    assert numbers["file"] == "pituitary_sagittal.jpg" and numbers["model"].startswith("local model (")
+    page.get_by_role("tab", name="Gallery").click()
+    cards = page.locator("#example-gallery .thumbnail-item")
+    cards.first.wait_for(timeout=60_000)
+    assert cards.count() == len(examples)
+    shoot(page, "gallery_tab.png")
+    cards.nth(0).click()  # opens that example in the Analyse tab
+    first = next(iter(examples))
+    page.get_by_text(f"?example={first}").wait_for(timeout=60_000)
+    page.close()
+
+
+def test_static_gallery_opens_without_a_server(browser, trained_folder, tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    out, _ = trained_folder
+    root, _ = tiny_data
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "gallery", "--model", str(out), str(root / "Testing"),
+                        "--out", str(site)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(site.joinpath("index.html").as_uri())
+    cards = page.locator(".card")
+    assert cards.count() == 12
+    right, wrong = page.locator(".card.right").count(), page.locator(".card.wrong").count()
+    assert right + wrong == 12
+    summary = page.locator(".summary").inner_text()
+    assert f"{right} right" in summary and f"{wrong} wrong" in summary and "12 images" in summary
+    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    shoot(page, "static_gallery.png")
+    page.close()

@@ -1,5 +1,7 @@
 """Offline behaviour of the Hub paths, and the metric helpers."""
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ def test_push_offline_fails_clearly_and_keeps_folder(trained_folder, monkeypatch
     out, _ = trained_folder
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     before = _snapshot(out)
-    with pytest.raises(HubError, match="model folder .* is complete"):
+    with pytest.raises(HubError, match="folder .* is complete"):
         push_to_hub(out, "someone/brain-mri")
     assert _snapshot(out) == before
 
@@ -93,3 +95,24 @@ def test_ece_and_wilson():
     lo, hi = wilson_interval(418, 419)
     assert 0.98 < lo < 0.99 and hi == pytest.approx(0.99958, abs=1e-4)
     assert math.isnan(wilson_interval(0, 0)[0])
+
+
+def test_space_publish_offline_fails_clearly_and_leaves_nothing(tmp_path):
+    import subprocess
+    import sys
+    import tempfile
+
+    from conftest import ROOT
+
+    def staged():
+        return sorted(Path(tempfile.gettempdir()).glob("brain-mri-space-*"))
+
+    before = staged()
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "space", "--repo-id", "someone/brain-mri-demo", "--source", ROOT],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "Cannot publish the Space someone/brain-mri-demo" in r.stderr
+    assert "Nothing was written" in r.stderr and "Traceback" not in r.stderr
+    assert staged() == before
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "space", "--repo-id", "someone/x", "--source", tmp_path],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "not a brain-mri checkout" in r.stderr and str(tmp_path) not in r.stderr

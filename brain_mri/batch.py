@@ -1,0 +1,100 @@
+"""Batch prediction over files and folders: one row per readable image, the unreadable ones listed.
+
+Used by ``brain-mri predict`` and ``brain-mri gallery``; serving code, so no training import.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import CLASS_NAMES, IMAGE_EXTENSIONS
+
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+
+
+@dataclass
+class Prediction:
+    """One image's answer; ``label`` is the true class when the folder layout names it."""
+
+    file: str
+    predicted: str
+    probabilities: dict  # class id -> probability
+    warning: str | None = None  # the image does not look like a brain MRI slice
+    label: str | None = None
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.label is None else self.label == self.predicted
+
+
+def find_images(paths) -> list[Path]:
+    """The files named, and every image or DICOM file under the folders named (recursive, sorted).
+
+    A named file is kept whatever its extension (and even if missing): reading it decides.
+    """
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(f for f in path.rglob("*")
+                            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS + DICOM_EXTENSIONS)
+        else:
+            found.append(path)
+    return found
+
+
+def true_label(path: Path) -> str | None:
+    """The class a file's folder names (Kaggle layout: ``.../glioma/x.jpg``), or its name starts
+    with (``glioma_axial.jpg``, as in ``examples/``), else None."""
+    folder, prefix = path.parent.name.lower(), path.name.split("_")[0].lower()
+    return folder if folder in CLASS_NAMES else prefix if prefix in CLASS_NAMES else None
+
+
+def predict_files(clf, files, batch_size: int = 16, progress: bool = True):
+    """Predicts every readable file, ``batch_size`` at a time.
+
+    Returns:
+        ``(predictions, skipped)``: a :class:`Prediction` per readable image, in order, and
+        ``(file, reason)`` for each file that could not be read as an image.
+    """
+    from tqdm.auto import tqdm
+
+    from .images import to_pil_rgb
+    from .quality import mri_warning
+
+    predictions, skipped, pending = [], [], []
+    bar = tqdm(total=len(files), desc="predict", unit="image", disable=not progress)
+    for i, path in enumerate(files):
+        try:
+            pending.append((path, to_pil_rgb(path)))
+        except (OSError, ValueError) as e:
+            skipped.append((str(path), str(e) or type(e).__name__))
+        if pending and (len(pending) == batch_size or i == len(files) - 1):
+            probs = clf.predict_proba([rgb for _, rgb in pending])
+            for (p, rgb), row in zip(pending, probs):
+                scores = {c: float(v) for c, v in zip(clf.class_names, row)}
+                predictions.append(Prediction(str(p), max(scores, key=scores.get), scores, mri_warning(rgb),
+                                              true_label(Path(p))))
+            pending = []
+        bar.update(1)
+    bar.close()
+    return predictions, skipped
+
+
+def write_csv(predictions, path) -> None:
+    """One row per image: file, true class (if known), predicted class, the four probabilities, warning."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "warning"])
+        for p in predictions:
+            w.writerow([p.file, p.label or "", p.predicted, *[f"{p.probabilities[c]:.6f}" for c in CLASS_NAMES],
+                        p.warning or ""])
+
+
+def write_json(predictions, skipped, path) -> None:
+    """``{"predictions": [...], "skipped": [{"file", "reason"}]}``."""
+    Path(path).write_text(json.dumps({
+        "predictions": [asdict(p) for p in predictions],
+        "skipped": [{"file": f, "reason": r} for f, r in skipped],
+    }, indent=1))

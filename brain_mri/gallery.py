@@ -1,0 +1,99 @@
+"""A static gallery: ``index.html`` plus image files, one card per image (input, overlay, probabilities).
+
+No server and no script: open the file, or publish the folder as a static Space.
+"""
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+
+from .batch import true_label
+from .config import CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;background:#111;color:#eee}
+a{color:#9cf} .summary span{margin-right:1.5rem} .note{color:#bbb;max-width:60rem}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:1rem}
+.card{background:#1d1d1d;border-radius:8px;padding:.8rem;border:2px solid #333}
+.card.right{border-color:#2a6} .card.wrong{border-color:#c44} .card.flagged{border-style:dashed}
+.card img{width:49%;border-radius:4px} .card h3{font-size:.95rem;margin:.4rem 0;word-break:break-all}
+table{width:100%;font-size:.85rem} td.p{text-align:right} .warn{color:#fc6;font-size:.85rem}
+"""
+
+
+def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool = True) -> dict:
+    """Explains every readable file and writes the site into ``out`` (replaced if it exists).
+
+    Returns:
+        The summary: ``images``, ``labelled``, ``right``, ``wrong``, ``flagged`` and ``skipped``
+        (``(file, reason)`` pairs, also listed on the page).
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    cards, skipped = [], []
+    for k, path in enumerate(tqdm(files, desc="gallery", unit="image", disable=not progress)):
+        try:
+            e = clf.explain(path, method=method)
+        except (OSError, ValueError) as err:
+            skipped.append((str(path), str(err) or type(err).__name__))
+            continue
+        stem = f"{k:04d}"
+        for kind, array in (("input", e.image), ("overlay", e.overlay)):
+            image = Image.fromarray(array)
+            image.thumbnail((512, 512))  # pages stay light; the app shows full size
+            image.save(tmp / "images" / f"{stem}_{kind}.png")
+        cards.append({"file": Path(path).name, "stem": stem, "label": true_label(Path(path)), "explanation": e})
+    summary = _summary(cards, skipped)
+    (tmp / "index.html").write_text(_page(cards, summary, clf.source, method))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return summary
+
+
+def _summary(cards, skipped) -> dict:
+    predicted = [max(c["explanation"].probabilities, key=c["explanation"].probabilities.get) for c in cards]
+    labelled = [(c["label"], p) for c, p in zip(cards, predicted) if c["label"]]
+    return {"images": len(cards), "labelled": len(labelled), "right": sum(a == b for a, b in labelled),
+            "wrong": sum(a != b for a, b in labelled), "flagged": sum(bool(c["explanation"].warning) for c in cards),
+            "skipped": skipped}
+
+
+def _card(card) -> str:
+    e, label = card["explanation"], card["label"]
+    predicted = max(e.probabilities, key=e.probabilities.get)
+    state = ("unlabelled" if label is None else "right" if label == predicted else "wrong") + (" flagged" if e.warning else "")
+    rows = "".join(f"<tr><td>{DISPLAY_NAMES[c]}</td><td class=p>{e.probabilities[c]:.1%}</td></tr>" for c in CLASS_NAMES)
+    truth = "" if label is None else f" · true: <b>{DISPLAY_NAMES[label]}</b> {'✔' if label == predicted else '✘'}"
+    answer = "no answer" if e.warning else f"predicted: <b>{DISPLAY_NAMES[predicted]}</b>"
+    warn = f'<p class="warn">⚠ {html.escape(e.warning)}</p>' if e.warning else ""
+    name = html.escape(card["file"])
+    return (f'<div class="card {state}"><h3>{name}</h3>'
+            f'<img src="images/{card["stem"]}_input.png" alt="{name}">'
+            f'<img src="images/{card["stem"]}_overlay.png" alt="heatmap of {name}">'
+            f"<p>{answer}{truth}</p>{warn}<table>{rows}</table></div>")
+
+
+def _page(cards, summary, source: str, method: str) -> str:
+    from .config import CAM_METHODS
+
+    counts = f"<span>{summary['images']} images</span>"
+    if summary["labelled"]:
+        counts += (f"<span class=right-count>{summary['right']} right</span>"
+                   f"<span class=wrong-count>{summary['wrong']} wrong</span>"
+                   f"<span>accuracy {summary['right'] / summary['labelled']:.1%} of {summary['labelled']} labelled</span>")
+    counts += f"<span>{summary['flagged']} not like a brain MRI</span>"
+    skipped = "".join(f"<li>{html.escape(Path(f).name)}: {html.escape(r)}</li>" for f, r in summary["skipped"])
+    skipped = f"<h2>Unreadable files, skipped</h2><ul>{skipped}</ul>" if skipped else ""
+    model = html.escape(Path(source).name if Path(source).is_dir() else source)
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>brain-mri gallery</title>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{STYLE}</style></head><body>"
+            f"<h1>Brain MRI tumour classifier: gallery</h1><p class=summary>{counts}</p>"
+            f"<p class=note>Model: {model} · heatmap: {CAM_METHODS[method][1]} of the predicted class. "
+            f"{html.escape(DISCLAIMER)}</p><div class=cards>{''.join(_card(c) for c in cards)}</div>{skipped}"
+            f"</body></html>\n")

@@ -1,0 +1,75 @@
+"""A one-page PNG report of an explained prediction: image, overlay, probabilities, model, method, disclaimer."""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES
+
+SIDE = 384  # each picture's box in the report
+MARGIN = 24
+
+
+def render_report(explanation, model_name: str, file_name: str | None = None) -> Image.Image:
+    """The report as an RGB image (save it as PNG).
+
+    Args:
+        explanation: an :class:`~brain_mri.explain.Explanation`.
+        model_name: how to name the model (a Hub id or "bundled model (...)"), never a server path.
+        file_name: the upload's own name, if any.
+    """
+    e = explanation
+    font, bold = ImageFont.load_default(16), ImageFont.load_default(22)
+    page = Image.new("RGB", (2 * SIDE + 3 * MARGIN, SIDE + 17 * MARGIN), "white")
+    draw = ImageDraw.Draw(page)
+    draw.text((MARGIN, MARGIN), "Brain MRI tumour classifier: report", fill="black", font=bold)
+    top = 2.6 * MARGIN
+    for k, (title, array) in enumerate((("Image", e.image), (f"{CAM_METHODS[e.method][1]} overlay", e.overlay))):
+        x = MARGIN + k * (SIDE + MARGIN)
+        picture = Image.fromarray(np.asarray(array, dtype=np.uint8))
+        scale = SIDE / max(picture.size)  # small slices are enlarged, large ones reduced
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
+        draw.text((x, top), title, fill="black", font=font)
+        page.paste(picture, (x, int(top + MARGIN)))
+    y = int(top + SIDE + 2 * MARGIN)
+    if e.warning:
+        draw.multiline_text((MARGIN, y), "\n".join(textwrap.wrap("No answer: " + e.warning, 90)), fill="#a40", font=font)
+        y += 3 * MARGIN
+    else:
+        y = _probability_rows(draw, e.probabilities, y, font)
+    facts = [f"Model: {model_name}", f"Heatmap: {CAM_METHODS[e.method][1]} of {DISPLAY_NAMES[e.target]}"]
+    if file_name:
+        facts.insert(0, f"File: {file_name}")
+    draw.multiline_text((MARGIN, y + MARGIN // 2), "\n".join(facts), fill="black", font=font, spacing=6)
+    wrapped = "\n".join(textwrap.wrap(DISCLAIMER, 95))
+    draw.multiline_text((MARGIN, page.height - 4 * MARGIN), wrapped, fill="#555", font=ImageFont.load_default(13))
+    return page
+
+
+def _probability_rows(draw, probabilities: dict, y: int, font) -> int:
+    """One row per class: name, a bar and the probability with one decimal; returns the next y."""
+    best = max(probabilities, key=probabilities.get)
+    for c in CLASS_NAMES:
+        p = probabilities[c]
+        name = DISPLAY_NAMES[c] + (" (predicted)" if c == best else "")
+        draw.text((MARGIN, y), name, fill="black", font=font)
+        draw.rectangle([MARGIN + 220, y + 3, MARGIN + 220 + int(360 * p), y + 17], fill="#36c" if c == best else "#9ab")
+        draw.text((MARGIN + 600, y), f"{p:.1%}", fill="black", font=font)
+        y += 26
+    return y
+
+
+def write_report(explanation, model_name: str, path, file_name: str | None = None) -> None:
+    """Saves :func:`render_report` as a PNG that also carries the numbers as text (``brain-mri`` chunk, JSON)."""
+    import json
+
+    from PIL.PngImagePlugin import PngInfo
+
+    e = explanation
+    info = PngInfo()
+    info.add_text("brain-mri", json.dumps({
+        "file": file_name, "model": model_name, "probabilities": e.probabilities, "cam_method": e.method,
+        "explained_class": e.target, "warning": e.warning, "disclaimer": DISCLAIMER}))
+    render_report(e, model_name, file_name).save(path, pnginfo=info)

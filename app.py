@@ -178,8 +178,8 @@ def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
 
 def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: str = "") -> gr.Blocks:
     examples = example_files() if examples is None else examples
-    # cached example outputs belong to this process's model, never to a previous run's
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="brain-mri-examples-"))
+    # cached example outputs belong to this demo's model: never to a previous run's, nor another demo's
+    os.environ["GRADIO_EXAMPLES_CACHE"] = tempfile.mkdtemp(prefix="brain-mri-examples-")
     with gr.Blocks(title="Brain MRI tumour classifier", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Brain MRI tumour classifier with Grad-CAM\n"
                     "Drop a brain MRI slice: the model gives the probabilities of glioma, meningioma, "

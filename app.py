@@ -78,7 +78,7 @@ def model_name(clf: BrainMRIClassifier) -> str:
     """The model as the page names it: a Hub id, or "bundled model (...)"; never a server path."""
     if Path(clf.source).resolve() == BUNDLED_MODEL.resolve():
         return f"bundled model ({clf.describe()})"
-    return clf.source if not Path(clf.source).exists() else f"local model ({clf.describe()})"
+    return clf.display_name()
 
 
 def resolve_choice(value, options: dict, what: str, default: str) -> str:

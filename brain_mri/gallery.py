@@ -50,7 +50,7 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
             image.save(tmp / "images" / f"{stem}_{kind}.png")
         cards.append({"file": Path(path).name, "stem": stem, "label": true_label(Path(path)), "explanation": e})
     summary = _summary(cards, skipped)
-    (tmp / "index.html").write_text(_page(cards, summary, clf.source, method))
+    (tmp / "index.html").write_text(_page(cards, summary, clf.display_name(), method))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return summary
@@ -79,7 +79,7 @@ def _card(card) -> str:
             f"<p>{answer}{truth}</p>{warn}<table>{rows}</table></div>")
 
 
-def _page(cards, summary, source: str, method: str) -> str:
+def _page(cards, summary, model: str, method: str) -> str:
     from .config import CAM_METHODS
 
     counts = f"<span>{summary['images']} images</span>"
@@ -90,10 +90,9 @@ def _page(cards, summary, source: str, method: str) -> str:
     counts += f"<span>{summary['flagged']} not like a brain MRI</span>"
     skipped = "".join(f"<li>{html.escape(Path(f).name)}: {html.escape(r)}</li>" for f, r in summary["skipped"])
     skipped = f"<h2>Unreadable files, skipped</h2><ul>{skipped}</ul>" if skipped else ""
-    model = html.escape(Path(source).name if Path(source).is_dir() else source)
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>brain-mri gallery</title>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{STYLE}</style></head><body>"
             f"<h1>Brain MRI tumour classifier: gallery</h1><p class=summary>{counts}</p>"
-            f"<p class=note>Model: {model} · heatmap: {CAM_METHODS[method][1]} of the predicted class. "
+            f"<p class=note>Model: {html.escape(model)} · heatmap: {CAM_METHODS[method][1]} of the predicted class. "
             f"{html.escape(DISCLAIMER)}</p><div class=cards>{''.join(_card(c) for c in cards)}</div>{skipped}"
             f"</body></html>\n")

@@ -63,6 +63,10 @@ class BrainMRIClassifier:
             self._description = f"{arch}, weights {digest.hexdigest()[:8]}"
         return self._description
 
+    def display_name(self) -> str:
+        """A Hub id as it is; a local folder as "local model (architecture, weights hash)", never its path."""
+        return f"local model ({self.describe()})" if Path(self.source).exists() else self.source
+
     def facts(self) -> dict:
         """What the model's card says of it: architecture, training data, leak-free metrics, link."""
         from .card import model_facts

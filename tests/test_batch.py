@@ -73,6 +73,7 @@ def test_gallery_is_a_static_site_with_counts(trained_folder, folder_with_a_bad_
     images = sorted(p.name for p in (site / "images").iterdir())
     assert len(images) == 24 and all(f'src="images/{n}"' in page for n in images)  # relative: no server needed
     assert str(tmp_path) not in page and str(out) not in page  # no local paths on a shareable page
+    assert "Model: local model (test_resnet, weights " in page
 
 
 def _predict_csv(model, folder, tmp_path):

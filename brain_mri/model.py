@@ -143,6 +143,10 @@ def load_exported(source: str | Path, device: str = "cpu"):
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a model folder: it has no config.json.")
+        if not (path / WEIGHTS).is_file():  # timm would fall back to a pickled .bin / .pth
+            others = sorted(f.name for f in path.iterdir() if f.suffix in PICKLED)
+            raise ValueError(f"{path.name} has no {WEIGHTS}" + (f" (only {', '.join(others)})" if others else "")
+                             + ": brain-mri loads safetensors weights only, never pickled ones.")
         name = "local-dir:" + str(path.resolve())
     elif is_hub_id(source):
         reason = hub_unreachable_reason()
@@ -151,6 +155,7 @@ def load_exported(source: str | Path, device: str = "cpu"):
                 f"Cannot download {source}: {reason}. Pass a local model folder instead "
                 "(for example the bundled ./model)."
             )
+        _download_safetensors(str(source))
         name = "hf-hub:" + str(source)
     else:
         raise FileNotFoundError(f"No model folder {str(source)!r} (nor a Hub id of the form owner/name).")
@@ -161,6 +166,23 @@ def load_exported(source: str | Path, device: str = "cpu"):
     data_config = resolve_data_config({}, model=model)
     own = _exported_config(path if path.is_dir() else str(source)).get("brain_mri", {})
     return model.to(device).eval(), {**data_config, **{k: own[k] for k in OWN_CONFIG_KEYS if own.get(k)}}
+
+
+WEIGHTS = "model.safetensors"
+PICKLED = (".bin", ".pth", ".pt", ".pkl", ".ckpt")
+
+
+def _download_safetensors(repo_id: str) -> None:
+    """Puts the repo's safetensors weights in the cache, or refuses the repo: timm would otherwise
+    fall back to a pickled ``pytorch_model.bin``."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        hf_hub_download(repo_id, WEIGHTS)
+    except EntryNotFoundError as e:
+        raise ValueError(f"{repo_id} has no {WEIGHTS}: brain-mri loads safetensors weights only, "
+                         "never pickled ones.") from e
 
 
 def _exported_config(source) -> dict:

@@ -234,3 +234,32 @@ def test_unknown_cam_layer_fails_before_training(tiny_data, tmp_path):
     r = run_train("--data", root, "--epochs", "1", "--output-dir", tmp_path / "x", *TINY_ARGS, "--cam-layer", "layer9.-1")
     assert r.returncode == 2 and "has no module 'layer9.-1'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x" / "checkpoints" / "last").exists()
+
+
+class _Trap:
+    """Unpickling this writes a file: proof that a pickled checkpoint was opened."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_weights_are_refused_unopened(trained_folder, tmp_path):
+    import pickle
+    import shutil
+
+    out, _ = trained_folder
+    folder = tmp_path / "pickled"
+    shutil.copytree(out, folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "unpickled"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": _Trap(str(marker))}))
+    with pytest.raises(ValueError, match=r"no model.safetensors \(only pytorch_model.bin\).*safetensors weights only"):
+        BrainMRIClassifier.from_pretrained(folder)
+    assert not marker.exists()
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "predict", "--model", str(folder), str(out / "README.md")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "safetensors weights only" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()

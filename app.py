@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from brain_mri import DISCLAIMER, BrainMRIClassifier
-from brain_mri.config import CAM_METHODS, CLASS_NAMES, DISPLAY_NAMES, IMAGE_EXTENSIONS
+from brain_mri.config import CAM_METHODS, DICOM_EXTENSIONS, DISPLAY_NAMES, IMAGE_EXTENSIONS, true_class
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
@@ -25,13 +25,12 @@ logger = logging.getLogger("app")
 
 def example_files(folder: Path = HERE / "examples") -> dict:
     """``{name: path}`` of the shareable example slices (images and DICOM), by file name."""
-    return {p.name: p for p in sorted(folder.glob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS + (".dcm",)}
+    return {p.name: p for p in sorted(folder.glob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS + DICOM_EXTENSIONS}
 
 
-def true_class(name: str) -> str | None:
-    """An example's true class, from its name (``meningioma_coronal.jpg``)."""
-    prefix = name.split("_")[0]
-    return prefix if prefix in CLASS_NAMES else None
+def example_inputs(path: Path) -> list:
+    """``[image, dicom]``: the input an example file goes into."""
+    return [None, str(path)] if path.suffix.lower() in DICOM_EXTENSIONS else [str(path), None]
 
 
 class MRIImage(gr.Image):
@@ -58,6 +57,7 @@ def load_model(requested: str | None) -> tuple[BrainMRIClassifier, str]:
     """``(classifier, notice)``: ``requested``, $BRAIN_MRI_MODEL or the front matter's Hub model;
     a Hub model that cannot be loaded (offline, missing) falls back to the bundled one, with a notice."""
     source = requested or os.environ.get("BRAIN_MRI_MODEL") or front_matter_model()
+    notice = ""
     if source and not Path(source).expanduser().exists() and "/" in source:
         try:
             return BrainMRIClassifier.from_pretrained(source), ""
@@ -65,8 +65,6 @@ def load_model(requested: str | None) -> tuple[BrainMRIClassifier, str]:
             logger.warning("Cannot load %s (%s): using the bundled model", source, e)
             notice = f"The Hub model {source} could not be loaded ({e}); this page uses the bundled model."
             source = None
-    else:
-        notice = ""
     try:
         return BrainMRIClassifier.from_pretrained(source or BUNDLED_MODEL), notice
     except (OSError, ValueError, RuntimeError) as e:
@@ -113,16 +111,16 @@ def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", t
         e = clf.explain(upload, method=method, target=None if target == "predicted" else target, opacity=float(opacity))
     except ValueError as err:
         raise gr.Error(str(err).replace(str(upload), file_name).replace(str(Path(str(upload)).parent), "")) from None
-    details = {"file": file_name, "probabilities": e.probabilities, "predicted": max(e.probabilities, key=e.probabilities.get),
-               "explained_class": e.target, "cam_method": method, "model": model_name(clf), "warning": e.warning}
+    shown_name = model_name(clf)
+    details = {"file": file_name, "probabilities": e.probabilities, "predicted": None if e.warning else e.predicted,
+               "explained_class": e.target, "cam_method": method, "model": shown_name, "warning": e.warning}
     if e.warning:
-        details["predicted"] = None
         gr.Warning(e.warning)
     notes = ["Both a DICOM file and an image were given: the DICOM file was analysed."] if dicom and image else []
     report = Path(tempfile.mkdtemp(prefix="brain-mri-report-")) / f"{Path(file_name).stem}_report.png"
     from brain_mri.report import write_report
 
-    write_report(e, model_name(clf), report, file_name)
+    write_report(e, shown_name, report, file_name)
     label = None if e.warning else {DISPLAY_NAMES[c]: p for c, p in e.probabilities.items()}
     return label, (e.image, e.overlay), details, summary_html(details, name, notes), str(report)
 
@@ -156,7 +154,7 @@ def gallery_cards(clf: BrainMRIClassifier, examples: dict) -> list:
     cards = []
     for name, path in examples.items():
         e = clf.explain(path)
-        predicted = max(e.probabilities, key=e.probabilities.get)
+        predicted = e.predicted
         truth = true_class(name)
         verdict = "" if truth is None else f"true {DISPLAY_NAMES[truth]} · "
         caption = f"{name}: {verdict}predicted {DISPLAY_NAMES[predicted]} {e.probabilities[predicted]:.1%}"
@@ -171,9 +169,8 @@ def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
         if name:
             gr.Warning(f"No example called {name!r}.")
         return (gr.update(),) * 7 + (gr.Tabs(),)
-    dicom = path.suffix.lower() == ".dcm"
-    results = analyse(clf, None if dicom else str(path), str(path) if dicom else None, name=name)
-    return (None if dicom else str(path), str(path) if dicom else None, *results, gr.Tabs(selected="analyse"))
+    inputs = example_inputs(path)
+    return (*inputs, *analyse(clf, *inputs, name=name), gr.Tabs(selected="analyse"))
 
 
 def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: str = "") -> gr.Blocks:
@@ -218,7 +215,7 @@ def analyse_tab(run, examples: dict):
             image = MRIImage(label="MRI slice (JPEG or PNG: drop, click or paste)", type="filepath",
                              sources=["upload", "clipboard"], image_mode=None, height=360)
             dicom = gr.File(label="…or a DICOM file (.dcm; analysed instead of the image when both are given)",
-                            file_types=[".dcm", ".dicom"], type="filepath")
+                            file_types=list(DICOM_EXTENSIONS), type="filepath")
             method = gr.Dropdown(list(METHODS.values()), value=METHODS["gradcam"], label="CAM method",
                                  allow_custom_value=True)
             target = gr.Dropdown(list(TARGETS.values()), value=TARGETS["predicted"], label="Explain class",
@@ -236,7 +233,7 @@ def analyse_tab(run, examples: dict):
     button.click(run, inputs, outputs, api_name="predict",
                  api_description="Classify a brain MRI slice (JPEG, PNG or DICOM) and explain the answer.")
     if examples:
-        gr.Examples([[None, str(p)] if p.suffix.lower() == ".dcm" else [str(p), None] for p in examples.values()],
+        gr.Examples([example_inputs(p) for p in examples.values()],
                     inputs=[image, dicom], outputs=outputs, fn=run, cache_examples=True, cache_mode="lazy",
                     example_labels=[f"{n} ({DISPLAY_NAMES[true_class(n)]})" if true_class(n) else n for n in examples],
                     label="Examples (true class in brackets)", examples_per_page=16)

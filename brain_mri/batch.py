@@ -9,9 +9,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import CLASS_NAMES, IMAGE_EXTENSIONS
-
-DICOM_EXTENSIONS = (".dcm", ".dicom")
+from .config import CLASS_NAMES, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, true_class
 
 
 @dataclass
@@ -23,10 +21,6 @@ class Prediction:
     probabilities: dict  # class id -> probability
     warning: str | None = None  # the image does not look like a brain MRI slice
     label: str | None = None
-
-    @property
-    def correct(self) -> bool | None:
-        return None if self.label is None else self.label == self.predicted
 
 
 def find_images(paths) -> list[Path]:
@@ -42,13 +36,6 @@ def find_images(paths) -> list[Path]:
         else:
             found.append(path)
     return found
-
-
-def true_label(path: Path) -> str | None:
-    """The class a file's folder names (Kaggle layout: ``.../glioma/x.jpg``), or its name starts
-    with (``glioma_axial.jpg``, as in ``examples/``), else None."""
-    folder, prefix = path.parent.name.lower(), path.name.split("_")[0].lower()
-    return folder if folder in CLASS_NAMES else prefix if prefix in CLASS_NAMES else None
 
 
 def predict_files(clf, files, batch_size: int = 16, progress: bool = True):
@@ -75,7 +62,7 @@ def predict_files(clf, files, batch_size: int = 16, progress: bool = True):
             for (p, rgb), row in zip(pending, probs):
                 scores = {c: float(v) for c, v in zip(clf.class_names, row)}
                 predictions.append(Prediction(str(p), max(scores, key=scores.get), scores, mri_warning(rgb),
-                                              true_label(Path(p))))
+                                              true_class(p)))
             pending = []
         bar.update(1)
     bar.close()

@@ -60,16 +60,28 @@ def evaluate_cmd(args):
     print(format_table(evaluate_model(args.model, args.data, args.batch_size, args.output, args.csv)))
 
 
-def predict_cmd(args) -> int:
-    from dataclasses import asdict
-
-    from .batch import find_images, predict_files, write_csv, write_json
+def _model_and_files(args):
+    """The model of ``--model`` and the image files of ``PATH...``; no file at all is an error."""
+    from .batch import find_images
     from .inference import BrainMRIClassifier
 
     files = find_images(args.paths)
     if not files:
         raise ValueError(f"No image or DICOM files in {', '.join(args.paths)}.")
-    clf = BrainMRIClassifier.from_pretrained(args.model)
+    return BrainMRIClassifier.from_pretrained(args.model), files
+
+
+def _report_skipped(skipped) -> None:
+    for f, reason in skipped:
+        print(f"skipped {f}: {reason}", file=sys.stderr)
+
+
+def predict_cmd(args) -> int:
+    from dataclasses import asdict
+
+    from .batch import predict_files, write_csv, write_json
+
+    clf, files = _model_and_files(args)
     predictions, skipped = predict_files(clf, files, progress=sys.stderr.isatty())
     if args.csv:
         write_csv(predictions, args.csv)
@@ -78,8 +90,7 @@ def predict_cmd(args) -> int:
     else:
         for p in predictions:
             print(json.dumps(asdict(p)))
-    for f, reason in skipped:
-        print(f"skipped {f}: {reason}", file=sys.stderr)
+    _report_skipped(skipped)
     written = f", written to {args.csv or args.json}" if args.csv or args.json else ""
     print(f"{len(predictions)} image(s) predicted{written}; {len(skipped)} unreadable file(s) skipped",
           file=sys.stderr)
@@ -87,17 +98,11 @@ def predict_cmd(args) -> int:
 
 
 def gallery_cmd(args) -> int:
-    from .batch import find_images
     from .gallery import write_gallery
-    from .inference import BrainMRIClassifier
 
-    files = find_images(args.paths)
-    if not files:
-        raise ValueError(f"No image or DICOM files in {', '.join(args.paths)}.")
-    clf = BrainMRIClassifier.from_pretrained(args.model)
+    clf, files = _model_and_files(args)
     summary = write_gallery(clf, files, Path(args.out), args.method, progress=sys.stderr.isatty())
-    for f, reason in summary["skipped"]:
-        print(f"skipped {f}: {reason}", file=sys.stderr)
+    _report_skipped(summary["skipped"])
     print(f"wrote {Path(args.out) / 'index.html'}: {summary['images']} image(s)", file=sys.stderr)
     if args.push_to_hub:
         from .hub import push_to_hub

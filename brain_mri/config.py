@@ -32,6 +32,17 @@ DATASET_ID = "masoudnickparvar/brain-tumor-mri-dataset"
 DATASET_NAME = "Brain Tumor MRI Dataset (Kaggle)"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+
+
+def true_class(path) -> str | None:
+    """The class a file's folder names (Kaggle layout: ``.../glioma/x.jpg``), or its name starts
+    with (``glioma_axial.jpg``, as in ``examples/``), else None."""
+    from pathlib import PurePath
+
+    path = PurePath(path)
+    folder, prefix = path.parent.name.lower(), path.name.split("_")[0].lower()
+    return folder if folder in CLASS_NAMES else prefix if prefix in CLASS_NAMES else None
 
 #: Licence of the code and of the exported weights.
 LICENSE = "apache-2.0"

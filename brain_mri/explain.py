@@ -110,6 +110,11 @@ class Explanation:
     view: np.ndarray  # S x S x 3 uint8, the input as the model sees it (cropped / resized)
     warning: str | None = None  # why the image may not be a brain MRI slice (see brain_mri.quality)
 
+    @property
+    def predicted(self) -> str:
+        """The most probable class."""
+        return max(self.probabilities, key=self.probabilities.get)
+
 
 def display_image(rgb) -> np.ndarray:
     """``rgb`` (PIL) as the uint8 array explanations are drawn on: its own size, at most MAX_SIDE."""

@@ -8,8 +8,7 @@ import html
 import shutil
 from pathlib import Path
 
-from .batch import true_label
-from .config import CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES
+from .config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES, true_class
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;background:#111;color:#eee}
@@ -48,7 +47,7 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
             image = Image.fromarray(array)
             image.thumbnail((512, 512))  # pages stay light; the app shows full size
             image.save(tmp / "images" / f"{stem}_{kind}.png")
-        cards.append({"file": Path(path).name, "stem": stem, "label": true_label(Path(path)), "explanation": e})
+        cards.append({"file": Path(path).name, "stem": stem, "label": true_class(path), "explanation": e})
     summary = _summary(cards, skipped)
     (tmp / "index.html").write_text(_page(cards, summary, clf.display_name(), method))
     shutil.rmtree(out, ignore_errors=True)
@@ -57,8 +56,7 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
 
 
 def _summary(cards, skipped) -> dict:
-    predicted = [max(c["explanation"].probabilities, key=c["explanation"].probabilities.get) for c in cards]
-    labelled = [(c["label"], p) for c, p in zip(cards, predicted) if c["label"]]
+    labelled = [(c["label"], c["explanation"].predicted) for c in cards if c["label"]]
     return {"images": len(cards), "labelled": len(labelled), "right": sum(a == b for a, b in labelled),
             "wrong": sum(a != b for a, b in labelled), "flagged": sum(bool(c["explanation"].warning) for c in cards),
             "skipped": skipped}
@@ -66,7 +64,7 @@ def _summary(cards, skipped) -> dict:
 
 def _card(card) -> str:
     e, label = card["explanation"], card["label"]
-    predicted = max(e.probabilities, key=e.probabilities.get)
+    predicted = e.predicted
     state = ("unlabelled" if label is None else "right" if label == predicted else "wrong") + (" flagged" if e.warning else "")
     rows = "".join(f"<tr><td>{DISPLAY_NAMES[c]}</td><td class=p>{e.probabilities[c]:.1%}</td></tr>" for c in CLASS_NAMES)
     truth = "" if label is None else f" · true: <b>{DISPLAY_NAMES[label]}</b> {'✔' if label == predicted else '✘'}"
@@ -80,8 +78,6 @@ def _card(card) -> str:
 
 
 def _page(cards, summary, model: str, method: str) -> str:
-    from .config import CAM_METHODS
-
     counts = f"<span>{summary['images']} images</span>"
     if summary["labelled"]:
         counts += (f"<span class=right-count>{summary['right']} right</span>"

@@ -9,7 +9,6 @@ is the head: evidence there belongs to the anatomy, not to the background.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -88,34 +87,30 @@ class FeatureTap:
         self._handle.remove()
 
 
-def check_guidable(model: torch.nn.Module) -> torch.nn.Linear:
-    """The linear head of a global-average-pool model, or a clear error for ``--box-loss``."""
+def check_guidable(model: torch.nn.Module):
+    """``(head, layer)``: the linear head of a global-average-pool model and the layer it pools, or a
+    clear error for ``--box-loss``."""
     from .explain import target_layer_for
 
     head = model.get_classifier()
     pooling = getattr(model, "global_pool", None) or getattr(getattr(model, "head", None), "global_pool", None)
     pool = getattr(pooling, "pool_type", None)
     norm = getattr(getattr(model, "head", None), "norm", None)  # ConvNeXt normalises after pooling: not linear
-    channels = None
+    channels, layer = None, target_layer_for(model)[0]
     if isinstance(head, torch.nn.Linear) and pool in ("avg", "fast") and isinstance(norm, (type(None), torch.nn.Identity)):
-        with FeatureTap(target_layer_for(model)[0]) as tap, torch.no_grad():  # does the head pool that layer?
+        with FeatureTap(layer) as tap, torch.no_grad():  # does the head pool that layer?
             model.eval()(torch.zeros(1, 3, 64, 64))
         channels = tap.output.shape[1]
     if channels != getattr(head, "in_features", None):
         raise ValueError(f"--box-loss needs a model whose head is global average pooling + a linear layer over its "
                          f"CAM layer (ResNet, EfficientNet, RegNet); {type(model).__name__} is not such a model.")
-    return head
-
-
+    return head, layer
 
 
 class Guide:
     """What a guided step needs: the training split's boxes in the view, the head, the layer it pools, the weight."""
 
     def __init__(self, model: torch.nn.Module, boxes: np.ndarray, weight: float):
-        from .explain import target_layer_for
-
-        self.head = check_guidable(model)
-        self.layer, _ = target_layer_for(model)
+        self.head, self.layer = check_guidable(model)
         self.boxes = torch.from_numpy(boxes)
         self.weight = weight

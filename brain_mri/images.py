@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .config import DICOM_EXTENSIONS
+
 # Decompression bombs are refused rather than decoded (PIL raises above 2x this).
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
@@ -29,7 +31,7 @@ def to_pil_rgb(image) -> Image.Image:
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"No such image file: {path}")
-        if path.suffix.lower() in (".dcm", ".dicom") or _is_dicom(path):
+        if path.suffix.lower() in DICOM_EXTENSIONS or _is_dicom(path):
             return _array_to_rgb(read_dicom(path))
         return _open_image(path, path.name)
     if isinstance(image, (bytes, bytearray)):

@@ -9,7 +9,7 @@ import torch
 
 from .config import CLASS_NAMES
 from .images import to_pil_rgb
-from .transforms import EvalView, split_eval_transform
+from .transforms import EvalView
 
 
 class BrainMRIClassifier:
@@ -26,8 +26,7 @@ class BrainMRIClassifier:
 
         self.model = model.eval()
         self.data_config = data_config or model_data_config(model)
-        # timm's eval transform in two halves: explain() needs the resized image in between
-        self.geometric, self.tensorize = split_eval_transform(self.data_config)
+        # timm's eval transform in two halves: explain() needs the resized image (and where it lies) in between
         self.view = EvalView(self.data_config)
         self.class_names = tuple(class_names)
         self.source = source
@@ -75,7 +74,7 @@ class BrainMRIClassifier:
 
     def preprocess(self, images) -> torch.Tensor:
         """Images of any kind (see :func:`~brain_mri.images.to_pil_rgb`) -> normalised batch."""
-        return torch.stack([self.tensorize(self.geometric(to_pil_rgb(im))) for im in images]).to(self.device)
+        return torch.stack([self.view.tensorize(self.view(to_pil_rgb(im))[0]) for im in images]).to(self.device)
 
     def predict_proba(self, images) -> np.ndarray:
         """N x 4 probabilities for a list of images, in one batch."""
@@ -128,7 +127,7 @@ class BrainMRIClassifier:
         rgb = to_pil_rgb(image)
         view_image, region = self.view(rgb)
         view = np.asarray(view_image, dtype=np.uint8)
-        batch = self.tensorize(view_image).unsqueeze(0).to(self.device)
+        batch = self.view.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
         with self._lock:
             layer = target_layer or self.data_config.get("cam_layer")

@@ -122,7 +122,7 @@ def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict) -> No
         cfg.pop("model_args", None)
     for k in ("tag", "origin_url", "paper_ids", "hf_hub_id"):
         cfg["pretrained_cfg"].pop(k, None)
-    own = {k: data_config[k] for k in OWN_CONFIG_KEYS if data_config.get(k)}
+    own = _own_keys(data_config)
     if own:  # timm knows none of these: load_exported puts them back
         cfg["brain_mri"] = own
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
@@ -165,7 +165,12 @@ def load_exported(source: str | Path, device: str = "cpu"):
         raise ValueError(f"{source} has classes {labels}, expected {CLASS_NAMES}.")
     data_config = resolve_data_config({}, model=model)
     own = _exported_config(path if path.is_dir() else str(source)).get("brain_mri", {})
-    return model.to(device).eval(), {**data_config, **{k: own[k] for k in OWN_CONFIG_KEYS if own.get(k)}}
+    return model.to(device).eval(), {**data_config, **_own_keys(own)}
+
+
+def _own_keys(config: dict) -> dict:
+    """The set keys of ours (:data:`~brain_mri.config.OWN_CONFIG_KEYS`) in a data config or ``brain_mri`` section."""
+    return {k: config[k] for k in OWN_CONFIG_KEYS if config.get(k)}
 
 
 WEIGHTS = "model.safetensors"

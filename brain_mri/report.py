@@ -38,7 +38,7 @@ def render_report(explanation, model_name: str, file_name: str | None = None) ->
         draw.multiline_text((MARGIN, y), "\n".join(textwrap.wrap("No answer: " + e.warning, 90)), fill="#a40", font=font)
         y += 3 * MARGIN
     else:
-        y = _probability_rows(draw, e.probabilities, y, font)
+        y = _probability_rows(draw, e.probabilities, e.predicted, y, font)
     facts = [f"Model: {model_name}", f"Heatmap: {CAM_METHODS[e.method][1]} of {DISPLAY_NAMES[e.target]}"]
     if file_name:
         facts.insert(0, f"File: {file_name}")
@@ -48,9 +48,8 @@ def render_report(explanation, model_name: str, file_name: str | None = None) ->
     return page
 
 
-def _probability_rows(draw, probabilities: dict, y: int, font) -> int:
+def _probability_rows(draw, probabilities: dict, best: str, y: int, font) -> int:
     """One row per class: name, a bar and the probability with one decimal; returns the next y."""
-    best = max(probabilities, key=probabilities.get)
     for c in CLASS_NAMES:
         p = probabilities[c]
         name = DISPLAY_NAMES[c] + (" (predicted)" if c == best else "")

@@ -91,7 +91,8 @@ class EvalView:
     with the head found once for both."""
 
     def __init__(self, data_config: dict):
-        self.data_config, self.resize = data_config, _timm_eval(data_config)[0]
+        self.data_config = data_config
+        self.resize, self.tensorize = _timm_eval(data_config)  # tensorize: the other half, view -> tensor
 
     def __call__(self, image):
         cropped, region = _crop_and_region(image, self.data_config)

@@ -4,11 +4,14 @@
     (or BRAIN_MRI_MODEL=...; default: the Hub model named in README.md's front matter, else ./model)
 """
 import argparse
+import atexit
 import html
 import logging
 import os
+import shutil
 import sys
 import tempfile
+import time
 from functools import cache, partial
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from brain_mri.config import CAM_METHODS, DICOM_EXTENSIONS, DISPLAY_NAMES, IMAGE
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
 MAX_FILE_SIZE = "20mb"
+#: Gradio deletes its copies of uploads and outputs (reports included) every FREQUENCY s once they are AGE s old.
+CACHE_DELETE = tuple(int(v) for v in os.environ.get("BRAIN_MRI_CACHE_DELETE", "300,1800").split(","))
 logger = logging.getLogger("app")
 
 
@@ -79,6 +84,13 @@ def model_name(clf: BrainMRIClassifier) -> str:
     return clf.display_name()
 
 
+def user_error(message: str) -> gr.Error:
+    """The page's error for a bad input: the message once in the log (one line, no traceback), HTML-escaped
+    on the page (Gradio renders it as HTML, and it may hold the upload's name)."""
+    logger.info("rejected: %s", message)
+    return gr.Error(html.escape(message, quote=False), print_exception=False)
+
+
 def resolve_choice(value, options: dict, what: str, default: str) -> str:
     """An input given by id or by the name the page shows ("notumor" / "No tumour", "gradcam" / "Grad-CAM")."""
     if value in (None, ""):
@@ -87,7 +99,7 @@ def resolve_choice(value, options: dict, what: str, default: str) -> str:
     for key, shown in options.items():
         if text in (key.casefold(), shown.casefold()):
             return key
-    raise gr.Error(f"Unknown {what} {value!r}; choose one of {', '.join(options.values())}.")
+    raise user_error(f"Unknown {what} {value!r}; choose one of {', '.join(options.values())}.")
 
 
 TARGETS = {"predicted": "predicted class", **DISPLAY_NAMES}
@@ -104,25 +116,56 @@ def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", t
     """
     upload = dicom or image
     if not upload:
-        raise gr.Error("Upload an MRI slice first (JPEG, PNG or DICOM).")
+        raise user_error("Upload an MRI slice first (JPEG, PNG or DICOM).")
     method, target = resolve_choice(method, METHODS, "CAM method", "gradcam"), resolve_choice(target, TARGETS, "class", "predicted")
     file_name = name or Path(str(upload)).name
     try:
         e = clf.explain(upload, method=method, target=None if target == "predicted" else target, opacity=float(opacity))
-    except ValueError as err:
-        raise gr.Error(str(err).replace(str(upload), file_name).replace(str(Path(str(upload)).parent), "")) from None
+    except ValueError as err:  # the user's file: say why in one line, with the name they gave it
+        raise user_error(str(err).replace(str(upload), file_name).replace(str(Path(str(upload)).parent), "")) from None
+    except Exception:  # a bug of ours: the log gets the traceback, the page one line
+        logger.exception("analysing %s failed", file_name)
+        raise gr.Error(f"Something went wrong while analysing {html.escape(file_name)}; it was logged. "
+                       "Try another image.", print_exception=False) from None
     shown_name = model_name(clf)
     details = {"file": file_name, "probabilities": e.probabilities, "predicted": None if e.warning else e.predicted,
                "explained_class": e.target, "cam_method": method, "model": shown_name, "warning": e.warning}
     if e.warning:
         gr.Warning(e.warning)
     notes = ["Both a DICOM file and an image were given: the DICOM file was analysed."] if dicom and image else []
-    report = Path(tempfile.mkdtemp(prefix="brain-mri-report-")) / f"{Path(file_name).stem}_report.png"
     from brain_mri.report import write_report
 
-    write_report(e, shown_name, report, file_name)
+    folder, stem = new_output_folder(), Path(file_name).stem
+    views = [save_png(array, folder / f"{stem}{suffix}.png") for array, suffix in ((e.image, ""), (e.overlay, "_cam"))]
+    write_report(e, shown_name, folder / f"{stem}_report.png", file_name)
     label = None if e.warning else {DISPLAY_NAMES[c]: p for c, p in e.probabilities.items()}
-    return label, (e.image, e.overlay), details, summary_html(details, name, notes), str(report)
+    return label, tuple(views), details, summary_html(details, name, notes), str(folder / f"{stem}_report.png")
+
+
+REPORTS = Path(tempfile.mkdtemp(prefix="brain-mri-reports-"))
+atexit.register(shutil.rmtree, REPORTS, ignore_errors=True)
+
+
+def new_output_folder(keep_seconds: float = 5) -> Path:
+    """A fresh folder for one answer's files. Gradio copies them into its own cache (deleted on its
+    schedule) as soon as the handler returns, so folders older than ``keep_seconds`` are removed here."""
+    now = time.time()
+    for old in REPORTS.iterdir():
+        try:
+            stale = now - old.stat().st_mtime > keep_seconds
+        except FileNotFoundError:  # another request removed it
+            continue
+        if stale:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=REPORTS))
+
+
+def save_png(array, path: Path) -> str:
+    """Saves an image array as a fast PNG (zlib level 1: Gradio's own level 6 costs as much as the model)."""
+    from PIL import Image
+
+    Image.fromarray(array).save(path, compress_level=1)
+    return str(path)
 
 
 def summary_html(details: dict, example: str | None, notes: list) -> str:
@@ -140,7 +183,8 @@ def summary_html(details: dict, example: str | None, notes: list) -> str:
     if truth:
         notes.append(f"True class of this example: <b>{DISPLAY_NAMES[truth]}</b>"
                      + ("" if d["warning"] else " ✔" if truth == d["predicted"] else " ✘"))
-    notes.append(f"Heatmap: <b>{METHODS[d['cam_method']]}</b> of <b>{DISPLAY_NAMES[d['explained_class']]}</b> · "
+    subject = "the top class, which is no answer" if d["warning"] else f"<b>{DISPLAY_NAMES[d['explained_class']]}</b>"
+    notes.append(f"Heatmap: <b>{METHODS[d['cam_method']]}</b> of {subject} · "
                  f"model: {html.escape(d['model'])}")
     notes.append(f"Link to this result: <a href='?example={html.escape(example)}'>?example={html.escape(example)}</a>"
                  if example else "Uploads are not stored: download the report to share this result.")
@@ -167,7 +211,7 @@ def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
     path = examples.get(name or "")
     if path is None:
         if name:
-            gr.Warning(f"No example called {name!r}.")
+            gr.Warning(f"No example called {html.escape(repr(name))}.")
         return (gr.update(),) * 7 + (gr.Tabs(),)
     inputs = example_inputs(path)
     return (*inputs, *analyse(clf, *inputs, name=name), gr.Tabs(selected="analyse"))
@@ -176,8 +220,9 @@ def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
 def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: str = "") -> gr.Blocks:
     examples = example_files() if examples is None else examples
     # cached example outputs belong to this demo's model: never to a previous run's, nor another demo's
-    os.environ["GRADIO_EXAMPLES_CACHE"] = tempfile.mkdtemp(prefix="brain-mri-examples-")
-    with gr.Blocks(title="Brain MRI tumour classifier", delete_cache=(600, 3600)) as demo:
+    os.environ["GRADIO_EXAMPLES_CACHE"] = cached = tempfile.mkdtemp(prefix="brain-mri-examples-")
+    atexit.register(shutil.rmtree, cached, ignore_errors=True)
+    with gr.Blocks(title="Brain MRI tumour classifier", delete_cache=CACHE_DELETE) as demo:
         gr.Markdown("# Brain MRI tumour classifier with Grad-CAM\n"
                     "Drop a brain MRI slice: the model gives the probabilities of glioma, meningioma, "
                     "pituitary tumour and no tumour, and the heatmap shows what drove its answer.")
@@ -253,11 +298,16 @@ def facts_markdown(clf: BrainMRIClassifier) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="model folder or Hub repo id (default: $BRAIN_MRI_MODEL, README's models:, ./model)")
+    p.add_argument("--queue-size", type=int, default=64, help="requests waiting beyond this get 'busy, try again'")
+    p.add_argument("--concurrency", type=int, default=2, help="requests analysed at once (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    from brain_mri import configure_threads
+
+    logger.info("torch threads: %d (set BRAIN_MRI_THREADS to change)", configure_threads())
     clf, notice = load_model(args.model)
     demo = build_demo(clf, notice=notice)
-    demo.queue(max_size=64, default_concurrency_limit=2).launch(max_file_size=MAX_FILE_SIZE)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency).launch(max_file_size=MAX_FILE_SIZE)
 
 
 if __name__ == "__main__":

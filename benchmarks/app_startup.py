@@ -23,27 +23,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_run(app: Path, args: list, timeout: float = 300) -> float:
+def start_app(app: Path, args: list, extra_env: dict | None = None, timeout: float = 300, log=subprocess.DEVNULL):
+    """Starts ``app`` on a free loopback port, offline; returns ``(process, url, seconds until it answered)``."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+           "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(app), *args], cwd=app.parent, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while time.perf_counter() - t0 < timeout:
-            if proc.poll() is not None:
-                raise SystemExit(f"{app} exited with status {proc.returncode} before it served a page")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - t0
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"{app} did not answer within {timeout} s")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = subprocess.Popen([sys.executable, str(app), *args], cwd=app.parent, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}/"
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"{app} exited with status {proc.returncode} before it served a page")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return proc, url, time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit(f"{app} did not answer within {timeout} s")
+
+
+def one_run(app: Path, args: list) -> float:
+    proc, _, seconds = start_app(app, args)
+    proc.terminate()
+    proc.wait(timeout=30)
+    return seconds
 
 
 def main():

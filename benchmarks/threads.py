@@ -31,6 +31,7 @@ print(json.dumps(times))
 """
 
 SETTINGS = {  # name -> (threads, extra environment)
+    "brain-mri default (the CPUs this process may use)": ("auto", {}),
     "1 thread": (1, {}),
     "2 threads (torch default here)": (2, {}),
     "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
@@ -40,6 +41,8 @@ SETTINGS = {  # name -> (threads, extra environment)
 NEIGHBOURS = {
     "a Python loop": "while True: pass",
     "torch on all cores": "import torch\nx = torch.randn(512, 512)\nwhile True: x @ x",
+    "a training-like loop": "import torch\nm = torch.nn.Conv2d(3, 64, 3)\nx = torch.randn(16, 3, 96, 96)\n"
+                            "while True: m(x).sum().backward()",
 }
 
 

@@ -19,8 +19,14 @@ class Prediction:
     file: str
     predicted: str
     probabilities: dict  # class id -> probability
-    warning: str | None = None  # the image does not look like a brain MRI slice
+    warning: str | None = None  # why the image is not taken for a brain MRI slice: then no answer
     label: str | None = None
+    ood_score: float | None = None  # distance to the training features (brain_mri.ood)
+
+    @property
+    def flagged(self) -> bool:
+        """Not taken for a brain MRI slice: ``predicted`` is no answer."""
+        return self.warning is not None
 
 
 def find_images(paths) -> list[Path]:
@@ -48,7 +54,6 @@ def predict_files(clf, files, batch_size: int = 16, progress: bool = True):
     from tqdm.auto import tqdm
 
     from .images import to_pil_rgb
-    from .quality import mri_warning
 
     predictions, skipped, pending = [], [], []
     bar = tqdm(total=len(files), desc="predict", unit="image", disable=not progress)
@@ -58,11 +63,10 @@ def predict_files(clf, files, batch_size: int = 16, progress: bool = True):
         except (OSError, ValueError) as e:
             skipped.append((str(path), str(e) or type(e).__name__))
         if pending and (len(pending) == batch_size or i == len(files) - 1):
-            probs = clf.predict_proba([rgb for _, rgb in pending])
-            for (p, rgb), row in zip(pending, probs):
-                scores = {c: float(v) for c, v in zip(clf.class_names, row)}
-                predictions.append(Prediction(str(p), max(scores, key=scores.get), scores, mri_warning(rgb),
-                                              true_class(p)))
+            for (p, _), a in zip(pending, clf.assess([rgb for _, rgb in pending])):
+                scores = a["probabilities"]
+                predictions.append(Prediction(str(p), max(scores, key=scores.get), scores, a["warning"],
+                                              true_class(p), a["ood_score"]))
             pending = []
         bar.update(1)
     bar.close()
@@ -70,18 +74,20 @@ def predict_files(clf, files, batch_size: int = 16, progress: bool = True):
 
 
 def write_csv(predictions, path) -> None:
-    """One row per image: file, true class (if known), predicted class, the four probabilities, warning."""
+    """One row per image: file, true class (if known), predicted class (empty when flagged), the four
+    probabilities, flagged (1 = not taken for a brain MRI slice), its distance to the training features, warning."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "warning"])
+        w.writerow(["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged", "ood_score", "warning"])
         for p in predictions:
-            w.writerow([p.file, p.label or "", p.predicted, *[f"{p.probabilities[c]:.6f}" for c in CLASS_NAMES],
-                        p.warning or ""])
+            w.writerow([p.file, p.label or "", "" if p.flagged else p.predicted,
+                        *[f"{p.probabilities[c]:.6f}" for c in CLASS_NAMES], int(p.flagged),
+                        "" if p.ood_score is None else f"{p.ood_score:.2f}", p.warning or ""])
 
 
 def write_json(predictions, skipped, path) -> None:
     """``{"predictions": [...], "skipped": [{"file", "reason"}]}``."""
     Path(path).write_text(json.dumps({
-        "predictions": [asdict(p) for p in predictions],
+        "predictions": [{**asdict(p), "flagged": p.flagged} for p in predictions],
         "skipped": [{"file": f, "reason": r} for f, r in skipped],
     }, indent=1))

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
             save_model(ema.module, str(tmp / "ema.safetensors"))
         if last.exists():
             os.replace(last, old)
+        crash_point("checkpoint-swap")
         os.replace(tmp, last)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -57,6 +59,46 @@ def load_checkpoint(accelerator, ckpt_dir: Path, ema=None) -> dict | None:
     state = json.loads((found / STATE_FILE).read_text())
     logger.info("Resumed from %s after epoch %d", found, state["epoch"])
     return state
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the resume tests: SIGKILLs this process here when ``$BRAIN_MRI_CRASH_AT`` is ``name``
+    (``step:N``: before training step N, counted from the first epoch; ``checkpoint-swap``: between the two
+    renames of a checkpoint; ``export``: with half a model folder staged)."""
+    if os.environ.get("BRAIN_MRI_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def staged(out: Path):
+    """A fresh ``out/.export`` to write a model folder into: published into ``out`` when the block ends,
+    removed when it fails (a full disk), so ``out`` keeps its previous files either way."""
+    stage = out / ".export"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    from safetensors import SafetensorError
+
+    try:
+        yield stage
+    except (OSError, SafetensorError) as e:  # a full disk, a quota: one clear line
+        shutil.rmtree(stage, ignore_errors=True)
+        raise OSError(f"Cannot write the model folder ({e}); {out} keeps its previous files.") from e
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    publish(stage, out)
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Moves every file of ``stage`` over its place in ``out``, then removes ``stage``. Renames within one
+    disk need no space, so once ``stage`` is complete a full disk can no longer leave a mixed folder."""
+    for src in sorted(p for p in stage.rglob("*") if p.is_file()):
+        dst = out / src.relative_to(stage)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    shutil.rmtree(stage)
 
 
 def save_best(accelerator, model, path: Path):

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("space", help="publish the demo as a Gradio Space (the weights stay in the model repo)")
     sp.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the Space to create or update")
     sp.add_argument("--source", default=".", metavar="DIR", help="the brain-mri checkout (default: here)")
+    o = sub.add_parser("fit-ood", help="fit a model folder's 'not a brain MRI' detector (train.py does it)",
+                       description="Writes ood.safetensors into the folder, fitted on the training split its "
+                                   "training_args.json describes.")
+    o.add_argument("--model", required=True, help="model folder written by train.py")
+    o.add_argument("--data", required=True, help="the dataset it was trained on")
     c = sub.add_parser("card", help="render a model folder's card again, optionally with notes")
     c.add_argument("--model", required=True, help="model folder written by train.py")
     c.add_argument("--notes", help="markdown file for the 'Model selection and explanations' section")
@@ -63,8 +68,9 @@ def evaluate_cmd(args):
 def _model_and_files(args):
     """The model of ``--model`` and the image files of ``PATH...``; no file at all is an error."""
     from .batch import find_images
-    from .inference import BrainMRIClassifier
+    from .inference import BrainMRIClassifier, configure_threads
 
+    configure_threads()
     files = find_images(args.paths)
     if not files:
         raise ValueError(f"No image or DICOM files in {', '.join(args.paths)}.")
@@ -99,7 +105,10 @@ def predict_cmd(args) -> int:
 
 def gallery_cmd(args) -> int:
     from .gallery import write_gallery
+    from .hub import check_repo_id
 
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)
     clf, files = _model_and_files(args)
     summary = write_gallery(clf, files, Path(args.out), args.method, progress=sys.stderr.isatty())
     _report_skipped(summary["skipped"])
@@ -117,6 +126,14 @@ def space_cmd(args):
     print(publish_space(Path(args.source), args.repo_id))
 
 
+def fit_ood_cmd(args):
+    from .evaluate import fit_ood_folder
+
+    rates = fit_ood_folder(args.model, args.data)
+    print(f"wrote {Path(args.model) / 'ood.safetensors'}: threshold {rates['threshold']}, flags "
+          f"{rates['validation_flagged']:.2%} of validation, {rates['test_leak_free_flagged']:.2%} of leak-free test")
+
+
 def card_cmd(args):
     from .card import rerender_card
 
@@ -128,5 +145,5 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
     commands = {"evaluate": evaluate_cmd, "predict": predict_cmd, "gallery": gallery_cmd, "space": space_cmd,
-                "card": card_cmd}
+                "card": card_cmd, "fit-ood": fit_ood_cmd}
     return run_cli_errors(lambda: commands[args.command](args))

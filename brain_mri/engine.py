@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from .card import card_context, write_card
-from .checkpoints import atomic_write, load_checkpoint, save_best, save_checkpoint, write_log
+from .checkpoints import atomic_write, crash_point, load_checkpoint, save_best, save_checkpoint, staged, write_log
 from .config import CLASS_NAMES, TrainConfig
 from .data import DataBundle, make_loader, prepare_data
-from .evaluate import cam_grid, cam_rows, predict_logits, write_predictions
+from .evaluate import cam_grid, cam_rows, fit_ood, predict_logits, write_predictions
 from .localise import load_boxes, summarise
 from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
 from .model import create_model, export_model, fold_temperature, model_data_config
@@ -69,7 +69,8 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not acc.is_local_main_process,
                    leave=False, dynamic_ncols=True)
         step = epoch * math.ceil(len(loader) / acc.gradient_accumulation_steps)  # optimizer steps so far
-        for images, labels, idx in bar:
+        for i, (images, labels, idx) in enumerate(bar):
+            crash_point(f"step:{epoch * len(loader) + i}")
             with acc.accumulate(model):
                 logits, loss = self.step(images, labels, idx, gen)
                 acc.backward(loss)
@@ -123,9 +124,15 @@ def run_training(cfg: TrainConfig) -> Path:
         raise ValueError(f"--box-loss needs tumour boxes: {cfg.data} has no tumour_boxes.csv (see the dataset README).")
     if cfg.box_loss and mixup is not None:
         raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: a mixed image has no one tumour box.")
+    if cfg.push_to_hub:  # a bad repo id fails now, not after the run
+        from .hub import check_repo_id
+
+        check_repo_id(cfg.push_to_hub)
     precision = resolve_mixed_precision(cfg.mixed_precision, cfg.cpu)
+    # a seedable sampler shuffles each epoch from (seed, epoch) alone: a resumed run sees the same order
     accelerator = Accelerator(mixed_precision=None if precision == "no" else precision,
-                              gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu)
+                              gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
     if not accelerator.is_main_process:
         logging.getLogger("brain_mri").setLevel(logging.ERROR)  # one process speaks
     set_seed(cfg.seed)
@@ -214,6 +221,7 @@ def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
     val_criterion = torch.nn.CrossEntropyLoss()
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch, t0 = state["epoch"], time.time()
+        loaders["train"].set_epoch(epoch)
         train_loss, train_acc = trainer.train_epoch(loaders["train"], epoch, cfg.epochs, cfg.seed)
         logits, labels = predict_logits(accelerator, trainer.evaluated, loaders["val"], trainer.normalize)
         m = classification_metrics(labels, softmax(logits))
@@ -241,7 +249,7 @@ def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
     return state
 
 
-def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict, metrics: dict) -> list:
+def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict, metrics: dict, folder: Path) -> list:
     """With tumour boxes beside the data: Grad-CAM localisation on validation (for choosing) and Testing
     (for measurement only) into ``metrics``, and a grid of Testing overlays; returns the figure paths."""
     boxes = load_boxes(cfg.data)
@@ -250,14 +258,18 @@ def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict
     metrics["localisation"] = {name: summarise(cam_rows(model, split, data_config, boxes, folder))
                                for name, split, folder in (("validation", bundle.val, "Training"),
                                                            ("test", bundle.test, "Testing"))}
-    path = Path(cfg.output_dir) / "figures" / "cam_grid.png"
+    path = folder / "figures" / "cam_grid.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     return ["figures/cam_grid.png"] if cam_grid(model, bundle.test, data_config, boxes, "Testing", path) else []
 
 
 def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundle, data_config: dict,
             state: dict, used_pretrained: bool) -> None:
-    """Best weights -> temperature on validation -> test metrics -> the model folder (main process writes)."""
+    """Best weights -> temperature on validation -> test metrics -> the model folder (main process writes).
+
+    Everything is written into ``.export`` first and then renamed into place, which needs no disk space:
+    a full disk or a kill while writing leaves the previous model folder as it was.
+    """
     from safetensors.torch import load_model
 
     accelerator, out = trainer.accelerator, Path(cfg.output_dir)
@@ -270,13 +282,36 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     logger.info("temperature %.4f (fitted on validation)", temperature)
     if not accelerator.is_main_process:
         return
-    export = copy.deepcopy(final).float().cpu()
-    fold_temperature(export, temperature)
-    export_model(export, out, data_config)
-    metrics = {
-        "temperature": temperature,
-        "validation": classification_metrics(val_labels, softmax(val_logits, temperature)),
-        "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
+    with staged(out) as stage:
+        export = copy.deepcopy(final).float().cpu()
+        fold_temperature(export, temperature)
+        export_model(export, stage, data_config)
+        crash_point("export")
+        metrics = {
+            "temperature": temperature,
+            "validation": classification_metrics(val_labels, softmax(val_logits, temperature)),
+            "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
+            **_run_facts(accelerator, bundle, state, used_pretrained),
+        }
+        detector, metrics["ood"] = fit_ood(export, bundle, data_config)
+        detector.save(stage)
+        grid = _localisation(cfg, export, bundle, data_config, metrics, stage)
+        (stage / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_predictions(stage / "test_predictions.csv", bundle.test.names, test_labels,
+                          softmax(test_logits, temperature), bundle.test_leak_free)
+        figures = write_figures(stage, test_labels, test_logits, temperature, bundle.test_leak_free, state["history"]) + grid
+        write_log(stage / "training_log.csv", state["history"])
+        hardware = (f"{accelerator.num_processes} x {accelerator.device} ({platform.processor() or platform.machine()}, "
+                    f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {accelerator.mixed_precision}")
+        write_card(stage, card_context(cfg, metrics, figures, data_config, hardware, state["train_seconds"]))
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
+    logger.info("Model folder: %s", out)
+
+
+def _run_facts(accelerator, bundle: DataBundle, state: dict, used_pretrained: bool) -> dict:
+    """What ``metrics.json`` says of the data and the run besides the metrics."""
+    return {
         "duplicates": bundle.report.as_dict(),
         "skipped_files": [n for n, _ in bundle.skipped],
         "split_sizes": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
@@ -285,15 +320,3 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
                      "best_epoch": state["best_epoch"], "pretrained": used_pretrained,
                      "mixed_precision": str(accelerator.mixed_precision)},
     }
-    grid = _localisation(cfg, export, bundle, data_config, metrics)
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
-    write_predictions(out / "test_predictions.csv", bundle.test.names, test_labels,
-                      softmax(test_logits, temperature), bundle.test_leak_free)
-    figures = write_figures(out, test_labels, test_logits, temperature, bundle.test_leak_free, state["history"]) + grid
-    write_log(out / "training_log.csv", state["history"])
-    hardware = (f"{accelerator.num_processes} x {accelerator.device} ({platform.processor() or platform.machine()}, "
-                f"{os.cpu_count()} CPU threads), torch {torch.__version__}, mixed precision {accelerator.mixed_precision}")
-    write_card(out, card_context(cfg, metrics, figures, data_config, hardware, state["train_seconds"]))
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
-    logger.info("Model folder: %s", out)

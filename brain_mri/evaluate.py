@@ -45,6 +45,56 @@ def view_batch(split, idx, data_config: dict) -> torch.Tensor:
     return Normalize(data_config["mean"], data_config["std"])(torch.from_numpy(split.images[idx]))
 
 
+@torch.no_grad()
+def split_features(model, split, data_config: dict, batch_size: int = 64) -> np.ndarray:
+    """The pooled features the classifier head receives, for every image of a split (N x D)."""
+    from .ood import FeatureTap
+
+    model.eval()
+    out = []
+    with FeatureTap(model) as tap:
+        for start in range(0, len(split), batch_size):
+            model(view_batch(split, slice(start, start + batch_size), data_config).to(next(model.parameters()).device))
+            out.append(tap.features.cpu().numpy())
+    return np.concatenate(out)
+
+
+def fit_ood(model, bundle, data_config: dict):
+    """The out-of-distribution detector of a model, fitted on the training split with its threshold set
+    on validation (never on test), and the share of slices it flags (test: measurement only).
+
+    Returns:
+        ``(detector, rates)``.
+    """
+    from .ood import fit_detector
+
+    feats = {name: split_features(model, getattr(bundle, name), data_config) for name in ("train", "val", "test")}
+    detector = fit_detector(feats["train"], bundle.train.labels, feats["val"])
+    flags = {name: detector.flags(torch.from_numpy(feats[name])) for name in ("val", "test")}
+    return detector, {"threshold": round(detector.threshold, 3), "validation_flagged": float(flags["val"].mean()),
+                      "test_flagged": float(flags["test"].mean()),
+                      "test_leak_free_flagged": float(flags["test"][bundle.test_leak_free].mean())}
+
+
+def fit_ood_folder(folder, data: str) -> dict:
+    """Fits and saves the detector of an exported model folder, on the split its training used
+    (``training_args.json``: seed, validation share), records its rates in ``metrics.json`` and the
+    card; returns the flagged shares."""
+    args = json.loads((Path(folder) / "training_args.json").read_text())
+    net, data_config = load_exported(folder)
+    bundle = prepare_data(data, data_config, val_fraction=args["val_fraction"], seed=args["seed"],
+                          drop_leaks=not args.get("keep_leaks", False))
+    detector, rates = fit_ood(net, bundle, data_config)
+    detector.save(Path(folder))
+    metrics_path = Path(folder) / "metrics.json"
+    if metrics_path.is_file():  # the card says what the detector flags
+        from .card import rerender_card
+
+        metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "ood": rates}, indent=1))
+        rerender_card(Path(folder))
+    return rates
+
+
 def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: str = "gradcam",
              target_layer: str | None = None) -> list[dict]:
     """Explains the true class of every boxed and every "no tumour" image of a split and scores the map.

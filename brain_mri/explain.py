@@ -108,7 +108,8 @@ class Explanation:
     overlay: np.ndarray  # H x W x 3 uint8, the heatmap over `image`
     method: str
     view: np.ndarray  # S x S x 3 uint8, the input as the model sees it (cropped / resized)
-    warning: str | None = None  # why the image may not be a brain MRI slice (see brain_mri.quality)
+    warning: str | None = None  # why the image is not taken for a brain MRI slice (no answer then)
+    ood_score: float | None = None  # distance to the training features (brain_mri.ood); None without a detector
 
     @property
     def predicted(self) -> str:

@@ -15,7 +15,7 @@ body{font-family:system-ui,sans-serif;margin:2rem;background:#111;color:#eee}
 a{color:#9cf} .summary span{margin-right:1.5rem} .note{color:#bbb;max-width:60rem}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:1rem}
 .card{background:#1d1d1d;border-radius:8px;padding:.8rem;border:2px solid #333}
-.card.right{border-color:#2a6} .card.wrong{border-color:#c44} .card.flagged{border-style:dashed}
+.card.right{border-color:#2a6} .card.wrong{border-color:#c44} .card.flagged{border-color:#c80;border-style:dashed}
 .card img{width:49%;border-radius:4px} .card h3{font-size:.95rem;margin:.4rem 0;word-break:break-all}
 table{width:100%;font-size:.85rem} td.p{text-align:right} .warn{color:#fc6;font-size:.85rem}
 """
@@ -56,7 +56,8 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
 
 
 def _summary(cards, skipped) -> dict:
-    labelled = [(c["label"], c["explanation"].predicted) for c in cards if c["label"]]
+    # a flagged image gets no answer: it is neither right nor wrong
+    labelled = [(c["label"], c["explanation"].predicted) for c in cards if c["label"] and not c["explanation"].warning]
     return {"images": len(cards), "labelled": len(labelled), "right": sum(a == b for a, b in labelled),
             "wrong": sum(a != b for a, b in labelled), "flagged": sum(bool(c["explanation"].warning) for c in cards),
             "skipped": skipped}
@@ -65,9 +66,10 @@ def _summary(cards, skipped) -> dict:
 def _card(card) -> str:
     e, label = card["explanation"], card["label"]
     predicted = e.predicted
-    state = ("unlabelled" if label is None else "right" if label == predicted else "wrong") + (" flagged" if e.warning else "")
+    state = "flagged" if e.warning else "unlabelled" if label is None else "right" if label == predicted else "wrong"
     rows = "".join(f"<tr><td>{DISPLAY_NAMES[c]}</td><td class=p>{e.probabilities[c]:.1%}</td></tr>" for c in CLASS_NAMES)
-    truth = "" if label is None else f" · true: <b>{DISPLAY_NAMES[label]}</b> {'✔' if label == predicted else '✘'}"
+    verdict = "" if e.warning else " ✔" if label == predicted else " ✘"
+    truth = "" if label is None else f" · true: <b>{DISPLAY_NAMES[label]}</b>{verdict}"
     answer = "no answer" if e.warning else f"predicted: <b>{DISPLAY_NAMES[predicted]}</b>"
     warn = f'<p class="warn">⚠ {html.escape(e.warning)}</p>' if e.warning else ""
     name = html.escape(card["file"])
@@ -82,8 +84,8 @@ def _page(cards, summary, model: str, method: str) -> str:
     if summary["labelled"]:
         counts += (f"<span class=right-count>{summary['right']} right</span>"
                    f"<span class=wrong-count>{summary['wrong']} wrong</span>"
-                   f"<span>accuracy {summary['right'] / summary['labelled']:.1%} of {summary['labelled']} labelled</span>")
-    counts += f"<span>{summary['flagged']} not like a brain MRI</span>"
+                   f"<span>accuracy {summary['right'] / summary['labelled']:.1%} of {summary['labelled']} labelled and answered</span>")
+    counts += f"<span>{summary['flagged']} not taken for a brain MRI (no answer)</span>"
     skipped = "".join(f"<li>{html.escape(Path(f).name)}: {html.escape(r)}</li>" for f, r in summary["skipped"])
     skipped = f"<h2>Unreadable files, skipped</h2><ul>{skipped}</ul>" if skipped else ""
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>brain-mri gallery</title>"

@@ -47,6 +47,25 @@ def is_hub_id(source) -> bool:
     return True
 
 
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is an ``owner/name`` Hub id; a path (absolute, ``..``, ``~``) or anything else is refused.
+
+    Raises:
+        HubError: not a repo id, with the rule.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    text = str(repo_id)
+    try:
+        if text.count("/") != 1 or text.startswith(("/", "~", ".")) or "\\" in text:
+            raise HFValidationError("expected exactly owner/name")
+        validate_repo_id(text)
+    except HFValidationError as e:
+        raise HubError(f"{text!r} is not a Hub repo id: expected owner/name (letters, digits, '-', '_', '.'; "
+                       f"no '..', no path). {e}") from None
+    return text
+
+
 def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: bool = False,
                 repo_type: str = "model", space_sdk: str | None = None) -> str:
     """Creates ``repo_id`` (if needed) and uploads ``folder``; returns the repo URL.
@@ -60,6 +79,7 @@ def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: b
     """
     from huggingface_hub import HfApi, get_token
 
+    check_repo_id(repo_id)
     later = f"upload it later with: hf upload {repo_id} {folder}" + (f" --repo-type {repo_type}" if repo_type != "model" else "")
     reason = hub_unreachable_reason()
     if reason:
@@ -94,6 +114,7 @@ def publish_space(root: Path, repo_id: str, token: str | None = None) -> str:
     import shutil
     import tempfile
 
+    check_repo_id(repo_id)
     root = Path(root)
     missing = [name for name in SPACE_FILES if not (root / name).exists()]
     if missing:

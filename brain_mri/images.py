@@ -64,8 +64,18 @@ def _open_image(fp, name: str) -> Image.Image:
             f"Cannot read {name}: it is too large to decode safely (a possible decompression bomb; "
             f"the limit is {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels)."
         ) from None
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"Cannot read {name} as an image: {e}") from e
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"Cannot read {name} as an image: it is no image format we read (JPEG, PNG, TIFF, "
+                         "BMP, WebP, GIF, DICOM), or it is damaged.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ValueError(f"Cannot read {name} as an image: it is damaged or truncated "
+                         f"({_without_paths(e, fp, name)}).") from None
+
+
+def _without_paths(error: Exception, fp, name: str) -> str:
+    """The decoder's reason, with the file's full path (a server's temporary folder) replaced by its name."""
+    text = str(error) or type(error).__name__
+    return text.replace(str(fp), name) if isinstance(fp, (str, os.PathLike)) else text
 
 
 def _is_dicom(path: Path) -> bool:
@@ -85,18 +95,37 @@ def read_dicom(path) -> np.ndarray:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError as e:  # optional dependency of the app
         raise ValueError("Reading DICOM needs pydicom: pip install pydicom") from e
+    name = Path(path).name
     try:
         ds = pydicom.dcmread(path)
+        _check_declared_size(ds, name)  # before any pixel is decoded
         arr = ds.pixel_array
+        if getattr(ds, "PhotometricInterpretation", "MONOCHROME2").startswith("MONOCHROME"):
+            arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)  # window centre / width when present
+            if ds.PhotometricInterpretation == "MONOCHROME1":
+                arr = arr.max() - arr
+    except _Refused:
+        raise
     except Exception as e:  # pydicom raises many types for broken files
-        raise ValueError(f"Cannot read {Path(path).name} as DICOM: {e}") from e
-    if getattr(ds, "NumberOfFrames", 1) not in (None, "", 1) and arr.ndim >= 3 and arr.shape[0] == int(ds.NumberOfFrames):
-        raise ValueError(f"{Path(path).name} holds {ds.NumberOfFrames} frames; upload a single slice.")
-    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2").startswith("MONOCHROME"):
-        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)  # window centre / width when present
-        if ds.PhotometricInterpretation == "MONOCHROME1":
-            arr = arr.max() - arr
+        raise ValueError(f"Cannot read {name} as DICOM: {_without_paths(e, path, name)}") from None
     return np.asarray(arr)
+
+
+class _Refused(ValueError):
+    """A readable DICOM file that is refused (its message is complete)."""
+
+
+def _check_declared_size(ds, name: str) -> None:
+    """Refuses multi-frame files and pixel data larger than PIL's bomb limit, from the header alone."""
+    frames = int(getattr(ds, "NumberOfFrames", None) or 1)
+    if frames > 1:
+        raise _Refused(f"{name} holds {frames} frames; upload a single slice.")
+    if "PixelData" not in ds:
+        raise _Refused(f"Cannot read {name} as DICOM: it holds no image (no pixel data).")
+    rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+    if rows * cols * int(getattr(ds, "SamplesPerPixel", 1) or 1) > Image.MAX_IMAGE_PIXELS:
+        raise _Refused(f"{name} declares {cols} x {rows} pixels: too large to decode safely "
+                         f"(the limit is {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels).")
 
 
 def _array_to_rgb(arr: np.ndarray) -> Image.Image:

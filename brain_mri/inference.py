@@ -12,6 +12,26 @@ from .images import to_pil_rgb
 from .transforms import EvalView
 
 
+def configure_threads() -> int:
+    """Sets torch's CPU threads for serving: ``$BRAIN_MRI_THREADS``, else the cores this process may run on
+    (``os.sched_getaffinity``: a container or ``taskset`` limit, which torch's default ignores).
+
+    Returns:
+        The thread count set.
+    """
+    import os
+
+    value = os.environ.get("BRAIN_MRI_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"BRAIN_MRI_THREADS must be a whole number of at least 1, got {value!r}.")
+        threads = int(value)
+    else:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
+
+
 class BrainMRIClassifier:
     """A trained four-class model with its preprocessing.
 
@@ -21,7 +41,8 @@ class BrainMRIClassifier:
         {'glioma': 0.01, 'meningioma': 0.02, 'notumor': 0.96, 'pituitary': 0.01}
     """
 
-    def __init__(self, model: torch.nn.Module, data_config: dict | None = None, class_names=CLASS_NAMES, source: str = ""):
+    def __init__(self, model: torch.nn.Module, data_config: dict | None = None, class_names=CLASS_NAMES, source: str = "",
+                 ood=None):
         from .model import model_data_config
 
         self.model = model.eval()
@@ -30,6 +51,7 @@ class BrainMRIClassifier:
         self.view = EvalView(self.data_config)
         self.class_names = tuple(class_names)
         self.source = source
+        self.ood = ood  # an OODDetector: flags inputs unlike the training slices
         # CAM hooks sit on the shared model: one request at a time may run it, so two requests
         # never mix activations or gradients (and a plain predict never fires a CAM's hooks).
         self._lock = threading.Lock()
@@ -42,9 +64,10 @@ class BrainMRIClassifier:
             FileNotFoundError / HubError / ValueError: with a message naming the alternative.
         """
         from .model import load_exported
+        from .ood import load_detector
 
         model, data_config = load_exported(folder_or_repo_id, device)
-        return cls(model, data_config, source=str(folder_or_repo_id))
+        return cls(model, data_config, source=str(folder_or_repo_id), ood=load_detector(folder_or_repo_id))
 
     @property
     def device(self):
@@ -78,9 +101,34 @@ class BrainMRIClassifier:
 
     def predict_proba(self, images) -> np.ndarray:
         """N x 4 probabilities for a list of images, in one batch."""
-        batch = self.preprocess(images)
-        with self._lock, torch.inference_mode():
-            return torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
+        return self._forward(self.preprocess(images))[0]
+
+    def _forward(self, batch: torch.Tensor):
+        """(N x 4 probabilities, N distances to the training features or None) in one pass."""
+        from .ood import FeatureTap
+
+        with self._lock, torch.inference_mode(), FeatureTap(self.model) as tap:
+            probs = torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
+        return probs, None if self.ood is None else self.ood.score(tap.features)
+
+    def assess(self, images) -> list[dict]:
+        """Per image: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a brain MRI
+        slice, else None: then give no answer) and ``ood_score`` (see :mod:`brain_mri.ood`)."""
+        rgbs = [to_pil_rgb(im) for im in images]
+        probs, scores = self._forward(self.preprocess(rgbs))
+        return [{"probabilities": {c: float(p) for c, p in zip(self.class_names, row)},
+                 "warning": self.warning(rgb, None if scores is None else float(scores[i])),
+                 "ood_score": None if scores is None else float(scores[i])}
+                for i, (rgb, row) in enumerate(zip(rgbs, probs))]
+
+    def warning(self, rgb, ood_score: float | None) -> str | None:
+        """Why an image is not taken for a brain MRI slice: blank, colour (:mod:`~brain_mri.quality`),
+        or features far from the training slices (:mod:`~brain_mri.ood`); ``None`` when it is."""
+        from .ood import OOD_WARNING
+        from .quality import mri_warning
+
+        far = ood_score is not None and ood_score > self.ood.threshold
+        return mri_warning(rgb) or (OOD_WARNING if far else None)
 
     def predict(self, image_or_list):
         """Class probabilities of one image (a dict) or a list of images (a list of dicts).
@@ -118,7 +166,7 @@ class BrainMRIClassifier:
             image does not look like a brain MRI slice.
         """
         from .explain import Explanation, compute_cam, display_image, heatmap_on_image, make_overlay
-        from .quality import mri_warning
+        from .ood import FeatureTap
 
         if target is not None and target not in self.class_names:
             raise ValueError(f"Unknown target class {target!r}; choose one of {', '.join(self.class_names)}.")
@@ -129,9 +177,10 @@ class BrainMRIClassifier:
         view = np.asarray(view_image, dtype=np.uint8)
         batch = self.view.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
-        with self._lock:
+        with self._lock, FeatureTap(self.model) as tap:
             layer = target_layer or self.data_config.get("cam_layer")
             logits, heatmap = compute_cam(self.model, batch, method, index, layer)
+        score = None if self.ood is None else float(self.ood.score(tap.features)[0])
         probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
         explained = int(probs.argmax()) if index is None else index
         shown = display_image(rgb)
@@ -140,5 +189,6 @@ class BrainMRIClassifier:
         return Explanation(
             probabilities={c: float(p) for c, p in zip(self.class_names, probs)},
             target=self.class_names[explained], heatmap=on_image, image=shown,
-            overlay=make_overlay(shown, on_image, opacity), method=method, view=view, warning=mri_warning(rgb),
+            overlay=make_overlay(shown, on_image, opacity), method=method, view=view,
+            warning=self.warning(rgb, score), ood_score=score,
         )

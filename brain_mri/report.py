@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import textwrap
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -21,31 +22,45 @@ def render_report(explanation, model_name: str, file_name: str | None = None) ->
         file_name: the upload's own name, if any.
     """
     e = explanation
-    font, bold = ImageFont.load_default(16), ImageFont.load_default(22)
-    page = Image.new("RGB", (2 * SIDE + 3 * MARGIN, SIDE + 17 * MARGIN), "white")
+    font = _font(16)
+    page = _template(CAM_METHODS[e.method][1]).copy()
     draw = ImageDraw.Draw(page)
-    draw.text((MARGIN, MARGIN), "Brain MRI tumour classifier: report", fill="black", font=bold)
     top = 2.6 * MARGIN
-    for k, (title, array) in enumerate((("Image", e.image), (f"{CAM_METHODS[e.method][1]} overlay", e.overlay))):
-        x = MARGIN + k * (SIDE + MARGIN)
+    for k, array in enumerate((e.image, e.overlay)):
         picture = Image.fromarray(np.asarray(array, dtype=np.uint8))
         scale = SIDE / max(picture.size)  # small slices are enlarged, large ones reduced
         picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
-        draw.text((x, top), title, fill="black", font=font)
-        page.paste(picture, (x, int(top + MARGIN)))
+        page.paste(picture, (MARGIN + k * (SIDE + MARGIN), int(top + MARGIN)))
     y = int(top + SIDE + 2 * MARGIN)
     if e.warning:
         draw.multiline_text((MARGIN, y), "\n".join(textwrap.wrap("No answer: " + e.warning, 90)), fill="#a40", font=font)
         y += 3 * MARGIN
     else:
         y = _probability_rows(draw, e.probabilities, e.predicted, y, font)
-    facts = [f"Model: {model_name}", f"Heatmap: {CAM_METHODS[e.method][1]} of {DISPLAY_NAMES[e.target]}"]
+    subject = "the top class, which is no answer" if e.warning else DISPLAY_NAMES[e.target]
+    facts = [f"Model: {model_name}", f"Heatmap: {CAM_METHODS[e.method][1]} of {subject}"]
     if file_name:
         facts.insert(0, f"File: {file_name}")
     draw.multiline_text((MARGIN, y + MARGIN // 2), "\n".join(facts), fill="black", font=font, spacing=6)
-    wrapped = "\n".join(textwrap.wrap(DISCLAIMER, 95))
-    draw.multiline_text((MARGIN, page.height - 4 * MARGIN), wrapped, fill="#555", font=ImageFont.load_default(13))
     return page
+
+
+@cache
+def _template(method_name: str) -> Image.Image:
+    """The page's fixed text (title, picture titles, disclaimer): drawing text costs more than the rest."""
+    page = Image.new("RGB", (2 * SIDE + 3 * MARGIN, SIDE + 17 * MARGIN), "white")
+    draw = ImageDraw.Draw(page)
+    draw.text((MARGIN, MARGIN), "Brain MRI tumour classifier: report", fill="black", font=_font(22))
+    for k, title in enumerate(("Image", f"{method_name} overlay")):
+        draw.text((MARGIN + k * (SIDE + MARGIN), 2.6 * MARGIN), title, fill="black", font=_font(16))
+    wrapped = "\n".join(textwrap.wrap(DISCLAIMER, 95))
+    draw.multiline_text((MARGIN, page.height - 4 * MARGIN), wrapped, fill="#555", font=_font(13))
+    return page
+
+
+@cache
+def _font(size: int):
+    return ImageFont.load_default(size)  # a TrueType font: loading it costs more than drawing
 
 
 def _probability_rows(draw, probabilities: dict, best: str, y: int, font) -> int:
@@ -71,4 +86,4 @@ def write_report(explanation, model_name: str, path, file_name: str | None = Non
     info.add_text("brain-mri", json.dumps({
         "file": file_name, "model": model_name, "probabilities": e.probabilities, "cam_method": e.method,
         "explained_class": e.target, "warning": e.warning, "disclaimer": DISCLAIMER}))
-    render_report(e, model_name, file_name).save(path, pnginfo=info)
+    render_report(e, model_name, file_name).save(path, pnginfo=info, compress_level=1)  # zlib level 6 cost 4x the model

@@ -91,6 +91,18 @@ def trained_folder(tiny_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def answering_folder(trained_folder, tmp_path_factory):
+    """The tiny model without its out-of-distribution detector. One epoch on a few dozen images
+    leaves features that mean little, so its detector flags slices too; the app, batch and browser
+    tests need answers to check their plumbing (test_ood checks the detectors)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("answering") / "model"
+    shutil.copytree(trained_folder[0], out, ignore=shutil.ignore_patterns("ood.safetensors"))
+    return out, trained_folder[1]
+
+
+@pytest.fixture(scope="session")
 def cropped_folder(tiny_data, tmp_path_factory):
     """The same run with --head-crop and a two-layer CAM."""
     out = tmp_path_factory.mktemp("run") / "cropped"

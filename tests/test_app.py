@@ -14,8 +14,8 @@ from brain_mri.config import CLASS_NAMES, DISPLAY_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(trained_folder):
-    out, _ = trained_folder
+def server(answering_folder):
+    out, _ = answering_folder
     demo = app.build_demo(BrainMRIClassifier.from_pretrained(out))
     demo.queue(default_concurrency_limit=2).launch(prevent_thread_lock=True, max_file_size=app.MAX_FILE_SIZE,
                                                    server_name="127.0.0.1", quiet=True)
@@ -117,10 +117,31 @@ def _bad_files(d):
 def test_bad_inputs_get_a_message_and_the_app_stays_up(server, good_inputs, tmp_path, name, field, message):
     client, _ = server
     path = _bad_files(tmp_path) / name
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(Exception, match=message) as refused:
         call(client, **{field: path})
+    assert "/tmp" not in str(refused.value) and "gradio" not in str(refused.value).lower()  # no server path
     label, *_ = call(client, image=good_inputs["jpeg"])
     assert len(label["confidences"]) == 4
+
+
+def test_a_rejected_upload_logs_one_line_and_no_traceback(server, tmp_path, capfd, caplog):
+    client, _ = server
+    caplog.set_level("INFO", logger="app")
+    path = _bad_files(tmp_path) / "notes.png"
+    with pytest.raises(Exception, match="Cannot read notes.png"):
+        call(client, image=path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "app"]
+    assert len(lines) == 1 and lines[0].startswith("rejected: Cannot read notes.png") and "\n" not in lines[0]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_names_are_escaped_on_the_page(answering_folder, tmp_path):
+    # Gradio renders error messages as HTML; its upload route strips "<" from names, a direct call does not
+    path = tmp_path / "<b>x.png"
+    path.write_bytes(b"not an image")
+    with pytest.raises(gr.Error) as refused:
+        app.analyse(BrainMRIClassifier.from_pretrained(answering_folder[0]), str(path))
+    assert "<b>" not in refused.value.message and "&lt;b&gt;x.png" in refused.value.message
 
 
 def test_empty_submission(server, good_inputs):
@@ -155,15 +176,15 @@ def test_not_an_mri_gets_a_warning_not_a_label(server, tmp_path, make):
     assert views[1].endswith(".png")
 
 
-def test_analyse_without_a_server(trained_folder, good_inputs, tmp_path):
-    out, _ = trained_folder
+def test_analyse_without_a_server(answering_folder, good_inputs, tmp_path):
+    out, _ = answering_folder
     clf = BrainMRIClassifier.from_pretrained(out)
     label, (seen, overlay), details, summary, report = app.analyse(clf, str(good_inputs["jpeg"]), None, "layercam",
                                                                    "meningioma", 0.3)
     expected = clf.explain(good_inputs["jpeg"], method="layercam", target="meningioma", opacity=0.3)
     assert label == {DISPLAY_NAMES[c]: p for c, p in expected.probabilities.items()}
-    np.testing.assert_array_equal(seen, expected.image)
-    np.testing.assert_array_equal(overlay, expected.overlay)
+    np.testing.assert_array_equal(np.asarray(Image.open(seen)), expected.image)  # PNG: no loss
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay)), expected.overlay)
     assert "Heatmap: <b>LayerCAM</b> of <b>Meningioma</b>" in summary and "Uploads are not stored" in summary
     # the DICOM input wins over the image input when both are given, and the page says so
     dicom_label, _, _, summary, _ = app.analyse(clf, str(good_inputs["jpeg"]), str(good_inputs["dicom"]))
@@ -180,11 +201,12 @@ def test_analyse_without_a_server(trained_folder, good_inputs, tmp_path):
     Image.new("RGB", (200, 200), (128, 128, 128)).save(grey)
     with pytest.warns(UserWarning, match="blank or nearly constant"):
         label, (_, overlay), details, summary, _ = app.analyse(clf, str(grey))
-    assert label is None and details["predicted"] is None and "blank" in summary and overlay.shape[-1] == 3
+    assert label is None and details["predicted"] is None and "blank" in summary
+    assert np.asarray(Image.open(overlay)).shape[-1] == 3
 
 
-def test_example_by_name_has_its_true_class_and_a_link(trained_folder):
-    out, _ = trained_folder
+def test_example_by_name_has_its_true_class_and_a_link(answering_folder):
+    out, _ = answering_folder
     clf = BrainMRIClassifier.from_pretrained(out)
     examples = app.example_files()
     assert len(examples) >= 8 and {app.true_class(n) for n in examples} == set(CLASS_NAMES)
@@ -222,17 +244,17 @@ def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):
     assert str(BUNDLED_MODEL) not in shown
 
 
-def test_model_facts_come_from_the_card(trained_folder):
+def test_model_facts_come_from_the_card(answering_folder):
     import json
 
-    out, _ = trained_folder
+    out, _ = answering_folder
     facts = app.facts_markdown(BrainMRIClassifier.from_pretrained(out))
     lf = json.loads((out / "metrics.json").read_text())["test"]["leak_free"]["calibrated"]["accuracy"]
     assert f"accuracy {round(lf, 4):.2%}" in facts and "test_resnet" in facts and "leak-free" in facts
 
 
-def test_examples_and_gallery_only_when_examples_exist(trained_folder, good_inputs):
-    out, _ = trained_folder
+def test_examples_and_gallery_only_when_examples_exist(answering_folder, good_inputs):
+    out, _ = answering_folder
     clf = BrainMRIClassifier.from_pretrained(out)
 
     def blocks(demo, kind):

@@ -29,26 +29,27 @@ def folder_with_a_bad_file(tiny_data, tmp_path_factory):
     return folder
 
 
-def test_predict_folder_to_csv_lists_and_skips_bad_files(trained_folder, folder_with_a_bad_file, tmp_path):
+def test_predict_folder_to_csv_lists_and_skips_bad_files(answering_folder, folder_with_a_bad_file, tmp_path):
     from brain_mri import BrainMRIClassifier
 
-    out, _ = trained_folder
+    out, _ = answering_folder
     r = brain_mri("predict", "--model", out, folder_with_a_bad_file, "--csv", tmp_path / "p.csv")
     assert r.returncode == 1, r.stderr  # some files were skipped
     assert "broken.jpg" in r.stderr and "empty.png" in r.stderr and "Traceback" not in r.stderr
     assert "12 image(s) predicted" in r.stderr and "2 unreadable file(s) skipped" in r.stderr
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert len(rows) == 12 and {r["label"] for r in rows} == set(CLASS_NAMES)
-    assert list(rows[0]) == ["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "warning"]
+    assert list(rows[0]) == ["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged", "ood_score",
+                             "warning"]
     clf = BrainMRIClassifier.from_pretrained(out)
     for row in rows[:3]:  # the same answer as one image at a time
         probs = clf.predict(row["file"])
-        assert row["predicted"] == max(probs, key=probs.get)
+        assert row["predicted"] == ("" if row["flagged"] == "1" else max(probs, key=probs.get))
         assert [float(row[f"p_{c}"]) for c in CLASS_NAMES] == pytest.approx(list(probs.values()), abs=1e-5)
 
 
-def test_predict_json_and_exit_status(trained_folder, folder_with_a_bad_file, tmp_path):
-    out, _ = trained_folder
+def test_predict_json_and_exit_status(answering_folder, folder_with_a_bad_file, tmp_path):
+    out, _ = answering_folder
     r = brain_mri("predict", "--model", out, folder_with_a_bad_file / "pituitary", "--json", tmp_path / "p.json")
     assert r.returncode == 0, r.stderr  # nothing unreadable there
     doc = json.loads((tmp_path / "p.json").read_text())
@@ -60,8 +61,8 @@ def test_predict_json_and_exit_status(trained_folder, folder_with_a_bad_file, tm
     assert r.returncode == 2 and "No image or DICOM files" in r.stderr
 
 
-def test_gallery_is_a_static_site_with_counts(trained_folder, folder_with_a_bad_file, tmp_path):
-    out, _ = trained_folder
+def test_gallery_is_a_static_site_with_counts(answering_folder, folder_with_a_bad_file, tmp_path):
+    out, _ = answering_folder
     site = tmp_path / "site"
     r = brain_mri("gallery", "--model", out, folder_with_a_bad_file, "--out", site)
     assert r.returncode == 1 and "broken.jpg" in r.stderr and "Traceback" not in r.stderr
@@ -69,7 +70,9 @@ def test_gallery_is_a_static_site_with_counts(trained_folder, folder_with_a_bad_
     assert page.count('<div class="card') == 12
     pred = list(csv.DictReader(open(_predict_csv(out, folder_with_a_bad_file, tmp_path))))
     right = sum(p["label"] == p["predicted"] for p in pred)
-    assert f"{right} right" in page and f"{12 - right} wrong" in page and "12 images" in page
+    flagged = sum(p["flagged"] == "1" for p in pred)
+    assert f"{right} right" in page and f"{12 - right - flagged} wrong" in page and "12 images" in page
+    assert f"{flagged} not taken for a brain MRI" in page and page.count('class="card flagged"') == flagged
     images = sorted(p.name for p in (site / "images").iterdir())
     assert len(images) == 24 and all(f'src="images/{n}"' in page for n in images)  # relative: no server needed
     assert str(tmp_path) not in page and str(out) not in page  # no local paths on a shareable page
@@ -81,8 +84,8 @@ def _predict_csv(model, folder, tmp_path):
     return tmp_path / "g.csv"
 
 
-def test_gallery_push_offline_fails_after_the_site_is_complete(trained_folder, tiny_data, tmp_path):
-    out, _ = trained_folder
+def test_gallery_push_offline_fails_after_the_site_is_complete(answering_folder, tiny_data, tmp_path):
+    out, _ = answering_folder
     root, _ = tiny_data
     site = tmp_path / "site"
     r = brain_mri("gallery", "--model", out, root / "Testing" / "glioma", "--out", site, "--push-to-hub", "someone/gallery",

@@ -21,11 +21,11 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def served(trained_folder):
+def served(answering_folder):
     import app
     from brain_mri import BrainMRIClassifier
 
-    out, _ = trained_folder
+    out, _ = answering_folder
     demo = app.build_demo(BrainMRIClassifier.from_pretrained(out))
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     yield demo, app.example_files()
@@ -85,11 +85,11 @@ def test_example_link_gallery_and_report(browser, served, tmp_path):
     page.close()
 
 
-def test_static_gallery_opens_without_a_server(browser, trained_folder, tiny_data, tmp_path):
+def test_static_gallery_opens_without_a_server(browser, answering_folder, tiny_data, tmp_path):
     import subprocess
     import sys
 
-    out, _ = trained_folder
+    out, _ = answering_folder
     root, _ = tiny_data
     site = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "brain_mri", "gallery", "--model", str(out), str(root / "Testing"),
@@ -99,10 +99,11 @@ def test_static_gallery_opens_without_a_server(browser, trained_folder, tiny_dat
     page.goto(site.joinpath("index.html").as_uri())
     cards = page.locator(".card")
     assert cards.count() == 12
-    right, wrong = page.locator(".card.right").count(), page.locator(".card.wrong").count()
-    assert right + wrong == 12
+    right, wrong, flagged = (page.locator(f".card.{s}").count() for s in ("right", "wrong", "flagged"))
+    assert right + wrong + flagged == 12
     summary = page.locator(".summary").inner_text()
     assert f"{right} right" in summary and f"{wrong} wrong" in summary and "12 images" in summary
+    assert f"{flagged} not taken for a brain MRI" in summary
     assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     shoot(page, "static_gallery.png")
     page.close()

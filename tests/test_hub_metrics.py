@@ -116,3 +116,27 @@ def test_space_publish_offline_fails_clearly_and_leaves_nothing(tmp_path):
     r = subprocess.run([sys.executable, "-m", "brain_mri", "space", "--repo-id", "someone/x", "--source", tmp_path],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2 and "not a brain-mri checkout" in r.stderr and str(tmp_path) not in r.stderr
+
+
+@pytest.mark.parametrize("repo_id", ["../x", "a/../b", "/etc/passwd", "~/models", "a/b/c", "a/..", "owner\\name"])
+def test_paths_are_refused_where_a_repo_id_is_expected(repo_id, tmp_path, monkeypatch):
+    from brain_mri import BrainMRIClassifier
+    from brain_mri.hub import check_repo_id, publish_space
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a call out would fail differently
+    with pytest.raises(HubError, match="is not a Hub repo id"):
+        check_repo_id(repo_id)
+    with pytest.raises(HubError, match="is not a Hub repo id"):
+        push_to_hub(tmp_path, repo_id)
+    with pytest.raises(HubError, match="is not a Hub repo id"):
+        publish_space(tmp_path, repo_id)
+    with pytest.raises((FileNotFoundError, ValueError)):  # neither a folder nor an id: nothing downloaded
+        BrainMRIClassifier.from_pretrained(repo_id)
+
+
+def test_train_refuses_a_bad_push_target_before_training(tiny_data, tmp_path):
+    root, _ = tiny_data
+    r = run_train("--data", root, "--epochs", "1", "--output-dir", tmp_path / "out", "--push-to-hub", "../up", *TINY_ARGS)
+    assert r.returncode == 2 and "is not a Hub repo id" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()

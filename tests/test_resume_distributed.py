@@ -74,3 +74,19 @@ def test_two_process_training(tiny_data, tmp_path):
     assert metrics["test"]["full"]["calibrated"]["n"] == metrics["split_sizes"]["test"]
     assert metrics["validation"]["n"] == metrics["split_sizes"]["val"]
     assert len(_rows(out / "test_predictions.csv")) == metrics["split_sizes"]["test"]
+
+
+def test_five_kills_and_a_full_disk_change_nothing(tiny_data, tmp_path):
+    """benchmarks/faults.py on the tiny dataset: kills at random moments, in a checkpoint swap and in the
+    export; each resumed, the model equals the uninterrupted run's; a full disk keeps the old folder."""
+    root, _ = tiny_data
+    report = tmp_path / "faults.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--data", str(root), "--per-class", "0",
+                        "--epochs", "2", "--model", "test_resnet", "--image-size", "64", "--full-disk",
+                        "--json", str(report)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert [k["status"] for k in result["kills"]] == [-signal.SIGKILL] * 5, result["kills"]
+    assert result["final_status"] == 0 and result["equal"]
+    full = result["full_disk"]
+    assert full["status"] == 2 and full["previous_folder_intact"] and not full["stage_left"]

@@ -41,7 +41,8 @@ def test_no_pickles_and_safetensors_weights(trained_folder):
 
     out, _ = trained_folder
     weights = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".pkl")]
-    assert sorted(p.relative_to(out).as_posix() for p in weights) == ["checkpoints/best.safetensors", "model.safetensors"]
+    assert sorted(p.relative_to(out).as_posix() for p in weights) == ["checkpoints/best.safetensors", "model.safetensors",
+                                                                      "ood.safetensors"]
     for p in out.rglob("*"):  # nothing in the folder is a pickle (protocol 2+ or torch's zip)
         assert not (p.is_file() and p.read_bytes()[:2] in (b"\x80\x02", b"\x80\x04", b"PK")), p
     exported, best = load_file(out / "model.safetensors"), load_file(out / "checkpoints" / "best.safetensors")

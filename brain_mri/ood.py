@@ -1,0 +1,113 @@
+"""Is this input like the brain MRI slices the model was trained on? Mahalanobis distance on its features.
+
+The detector is fitted at training time (class means and one shared covariance of the pooled
+features of the training split, Lee et al. 2018) and saved beside the weights as
+``ood.safetensors``. Scoring needs only torch: serving loads it without the training stack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+OOD_FILE = "ood.safetensors"
+
+#: Shown instead of an answer for a flagged image.
+OOD_WARNING = ("This does not look like the brain MRI slices the model was trained on (its features are far "
+               "from all of them), so no answer is given. The model only knows axial, coronal and sagittal "
+               "brain MRI slices.")
+
+
+class FeatureTap:
+    """Context manager that keeps the pooled features the classifier head receives on each forward.
+
+    A forward pre-hook on timm's ``get_classifier()`` sees them whatever the architecture; the
+    hook is removed on exit. A model without ``get_classifier`` (not timm) leaves ``features`` None.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.head = model.get_classifier() if hasattr(model, "get_classifier") else None
+        self.features: torch.Tensor | None = None
+
+    def __enter__(self) -> "FeatureTap":
+        self._handle = None if self.head is None else self.head.register_forward_pre_hook(self._keep)
+        return self
+
+    def _keep(self, module, args):
+        self.features = args[0].detach().float().flatten(1)
+
+    def __exit__(self, *exc):
+        if self._handle is not None:
+            self._handle.remove()
+
+
+@dataclass
+class OODDetector:
+    """Class means (C x D), the shared precision matrix (D x D) and the flagging threshold."""
+
+    means: torch.Tensor
+    precision: torch.Tensor
+    threshold: float
+    quantile: float = 0.995  # of the validation scores, which fixed the threshold
+
+    def score(self, features: torch.Tensor) -> np.ndarray:
+        """Mahalanobis distance of each row to the nearest class mean (N x D -> N)."""
+        diff = features.float()[:, None, :] - self.means[None]  # N x C x D
+        squared = torch.einsum("ncd,de,nce->nc", diff, self.precision, diff)
+        return squared.clamp_min(0).min(dim=1).values.sqrt().cpu().numpy()
+
+    def flags(self, features: torch.Tensor) -> np.ndarray:
+        return self.score(features) > self.threshold
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"means": self.means.contiguous(), "precision": self.precision.contiguous()},
+                  str(Path(folder) / OOD_FILE),
+                  metadata={"threshold": repr(self.threshold), "quantile": repr(self.quantile),
+                            "method": "mahalanobis, shared covariance (Ledoit-Wolf), pooled pre-logit features"})
+
+    @classmethod
+    def load(cls, path: Path) -> "OODDetector":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            return cls(f.get_tensor("means").float(), f.get_tensor("precision").float(),
+                       float(meta["threshold"]), float(meta.get("quantile", "nan")))
+
+
+def fit_detector(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
+                 quantile: float = 0.995) -> OODDetector:
+    """Fits class means and a Ledoit-Wolf shared covariance on the training features; the threshold
+    is the ``quantile`` of the validation scores (about 0.5% of validation slices flagged)."""
+    from sklearn.covariance import LedoitWolf
+
+    classes = np.unique(labels)
+    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+    centred = features - means[np.searchsorted(classes, labels)]
+    precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+    detector = OODDetector(torch.from_numpy(means).float(), torch.from_numpy(precision).float(), 0.0, quantile)
+    detector.threshold = float(np.quantile(detector.score(torch.from_numpy(val_features)), quantile))
+    return detector
+
+
+def load_detector(source) -> OODDetector | None:
+    """The detector saved beside a model folder's weights, or in a Hub repo; ``None`` if it has none
+    (a model exported before detectors existed)."""
+    from .hub import is_hub_id
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return OODDetector.load(path / OOD_FILE) if (path / OOD_FILE).is_file() else None
+    if not is_hub_id(source):
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return OODDetector.load(Path(hf_hub_download(str(source), OOD_FILE)))
+    except EntryNotFoundError:
+        return None

@@ -1,0 +1,67 @@
+"""Hypothesis over the decode paths (a fast version of benchmarks/fuzz.py): every generated or mutated
+file gives an image or one clear ValueError, never another exception, a server path or a slow decode."""
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from fuzz import classify, dicom_bytes, mutated_files, seed_files  # noqa: E402
+
+from brain_mri.images import to_pil_rgb  # noqa: E402
+
+SEEDS = seed_files()
+FOLDER = Path(tempfile.mkdtemp(prefix="brain-mri-fuzz-test-"))
+FAST = settings(deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+@settings(FAST, max_examples=400)
+@given(mutated_files(SEEDS))
+def test_the_reader_gives_an_image_or_one_clear_message(case):
+    outcome, seconds, message = classify(to_pil_rgb, FOLDER, *case)
+    assert outcome in ("result", "message"), (outcome, message)
+    assert seconds < 2, f"{seconds:.1f} s on a {case[0]} of {len(case[1])} bytes"
+
+
+@pytest.fixture(scope="module")
+def analyse(answering_folder):
+    import functools
+
+    app = pytest.importorskip("app")
+    from brain_mri import BrainMRIClassifier
+
+    return functools.partial(app.analyse, BrainMRIClassifier.from_pretrained(answering_folder[0]))
+
+
+def test_the_app_handler_gives_a_result_or_one_clear_message(analyse):
+    @settings(FAST, max_examples=80)
+    @given(mutated_files(SEEDS))
+    def run(case):
+        outcome, seconds, message = classify(analyse, FOLDER, *case)
+        assert outcome in ("result", "message"), (outcome, message)
+        assert seconds < 2
+
+    run()
+
+
+def test_dicom_with_huge_declared_size_is_refused_before_decoding(monkeypatch):
+    import pydicom.dataset
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
+    path = FOLDER / "huge.dcm"
+    path.write_bytes(dicom_bytes(60000, 60000, pixels=b"\0" * 64))
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match="huge.dcm declares 60000 x 60000 pixels: too large"):
+        to_pil_rgb(path)
+    assert time.perf_counter() - t < 1
+    path.write_bytes(dicom_bytes(16, 16, frames=4))
+    with pytest.raises(ValueError, match="holds 4 frames; upload a single slice"):
+        to_pil_rgb(path)

@@ -1,0 +1,109 @@
+"""The "not a brain MRI" check: the detector itself, what training saves, and the bundled model on
+images that are not brain MRI (shipped inside scikit-image's and pydicom's wheels)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brain_mri import BrainMRIClassifier
+from brain_mri.ood import OOD_FILE, OOD_WARNING, FeatureTap, OODDetector, fit_detector
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_detector_flags_what_lies_far_from_every_class_and_survives_saving(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2, 3], 200)
+    centres = rng.normal(0, 5, (4, 16))
+    train = centres[labels] + rng.normal(0, 1, (800, 16))
+    val = centres[labels[:400] % 4] + rng.normal(0, 1, (400, 16))
+    det = fit_detector(train, labels, val, quantile=0.99)
+    assert (det.score(torch.from_numpy(val)) > det.threshold).mean() == pytest.approx(0.01, abs=0.005)
+    far = torch.from_numpy(centres.mean(0, keepdims=True) + 30.0)
+    near = torch.from_numpy(centres[2:3])
+    assert det.flags(far)[0] and not det.flags(near)[0]
+    det.save(tmp_path)
+    again = OODDetector.load(tmp_path / OOD_FILE)
+    assert again.threshold == det.threshold
+    np.testing.assert_allclose(again.score(far), det.score(far), rtol=1e-6)
+
+
+def test_feature_tap_sees_the_head_input_and_removes_its_hook(trained_folder):
+    clf = BrainMRIClassifier.from_pretrained(trained_folder[0])
+    x = torch.rand(2, 3, *clf.data_config["input_size"][1:])
+    with FeatureTap(clf.model) as tap, torch.no_grad():
+        logits = clf.model(x)
+    head = clf.model.get_classifier()
+    torch.testing.assert_close(head(tap.features), logits)
+    assert not head._forward_pre_hooks
+
+
+def test_training_saves_the_detector_and_its_rates(trained_folder):
+    out = Path(trained_folder[0])
+    assert (out / OOD_FILE).is_file()
+    rates = json.loads((out / "metrics.json").read_text())["ood"]
+    assert rates["threshold"] > 0 and 0 <= rates["validation_flagged"] <= 0.2
+    clf = BrainMRIClassifier.from_pretrained(out)
+    assert clf.ood is not None and clf.ood.threshold == pytest.approx(rates["threshold"], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return BrainMRIClassifier.from_pretrained(ROOT / "model")
+
+
+@pytest.mark.parametrize("name", ["camera", "moon", "coins", "shepp_logan_phantom", "astronaut", "text"])
+def test_bundled_model_flags_images_that_are_not_brain_mri(bundled, name):
+    skimage_data = pytest.importorskip("skimage.data")
+    e = bundled.explain(getattr(skimage_data, name)())
+    assert e.warning is not None  # no answer
+    assert e.ood_score > bundled.ood.threshold  # the features alone catch it, whatever the pixel checks say
+
+
+def test_bundled_model_flags_a_ct_slice(bundled):
+    from pydicom.data import get_testdata_file
+
+    a = bundled.assess([get_testdata_file("CT_small.dcm")])[0]
+    assert a["warning"] == OOD_WARNING and a["ood_score"] > bundled.ood.threshold
+
+
+def test_bundled_model_answers_every_example(bundled):
+    examples = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".jpg", ".png", ".dcm"))
+    rows = bundled.assess(examples)
+    assert len(rows) == 13 and all(r["warning"] is None for r in rows), [r["ood_score"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def grey_photo(tmp_path_factory):
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photos") / "camera.png"
+    Image.fromarray(skimage_data.camera()).save(path)
+    return path
+
+
+def test_the_app_shows_no_label_and_names_no_class_for_a_flagged_image(bundled, grey_photo):
+    app = pytest.importorskip("app")
+    from brain_mri.config import DISPLAY_NAMES
+
+    label, _, details, summary, _ = app.analyse(bundled, str(grey_photo))
+    assert label is None and details["predicted"] is None and details["warning"] == OOD_WARNING
+    assert "No answer" in summary and not any(name in summary for name in DISPLAY_NAMES.values())
+
+
+def test_predict_csv_carries_the_flag(grey_photo, tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    example = ROOT / "examples" / "glioma_axial.jpg"
+    r = subprocess.run([sys.executable, "-m", "brain_mri", "predict", "--model", str(ROOT / "model"), str(grey_photo),
+                        str(example), "--csv", str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(open(tmp_path / "p.csv"))}
+    assert rows["camera.png"]["flagged"] == "1" and rows["camera.png"]["predicted"] == ""
+    assert float(rows["camera.png"]["ood_score"]) > float(rows["glioma_axial.jpg"]["ood_score"])
+    assert rows["glioma_axial.jpg"]["flagged"] == "0" and rows["glioma_axial.jpg"]["predicted"] == "glioma"

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from pathlib import Path
 
@@ -136,28 +137,31 @@ def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", t
     from brain_mri.report import write_report
 
     folder, stem = new_output_folder(), Path(file_name).stem
-    views = [save_png(array, folder / f"{stem}{suffix}.png") for array, suffix in ((e.image, ""), (e.overlay, "_cam"))]
-    write_report(e, shown_name, folder / f"{stem}_report.png", file_name)
+    # the report and the two views are encoded at once: PNG encoding releases the GIL
+    report = ENCODERS.submit(write_report, e, shown_name, folder / f"{stem}_report.png", file_name)
+    views = list(ENCODERS.map(save_png, (e.image, e.overlay), (folder / f"{stem}.png", folder / f"{stem}_cam.png")))
+    report.result()
     label = None if e.warning else {DISPLAY_NAMES[c]: p for c, p in e.probabilities.items()}
     return label, tuple(views), details, summary_html(details, name, notes), str(folder / f"{stem}_report.png")
 
 
-REPORTS = Path(tempfile.mkdtemp(prefix="brain-mri-reports-"))
-atexit.register(shutil.rmtree, REPORTS, ignore_errors=True)
+ANSWERS = Path(tempfile.mkdtemp(prefix="brain-mri-answers-"))
+ENCODERS = ThreadPoolExecutor(4, thread_name_prefix="png")
+atexit.register(shutil.rmtree, ANSWERS, ignore_errors=True)
 
 
 def new_output_folder(keep_seconds: float = 5) -> Path:
     """A fresh folder for one answer's files. Gradio copies them into its own cache (deleted on its
     schedule) as soon as the handler returns, so folders older than ``keep_seconds`` are removed here."""
     now = time.time()
-    for old in REPORTS.iterdir():
+    for old in ANSWERS.iterdir():
         try:
             stale = now - old.stat().st_mtime > keep_seconds
         except FileNotFoundError:  # another request removed it
             continue
         if stale:
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=REPORTS))
+    return Path(tempfile.mkdtemp(dir=ANSWERS))
 
 
 def save_png(array, path: Path) -> str:

@@ -67,7 +67,7 @@ def seed_files() -> list:
              (".png", _encode(rgb.convert("P"), "PNG")), (".png", _encode(grey.convert("LA"), "PNG")),
              (".png", _encode(Image.fromarray(head.astype(np.uint16) * 250), "PNG")),
              (".png", _encode(Image.new("L", (1, 1)), "PNG")), (".png", _encode(Image.new("L", (4000, 1)), "PNG")),
-             (".png", _encode(Image.new("L", (1, 4000)), "PNG")),
+             (".png", _encode(Image.new("L", (1, 4000)), "PNG")), (".gif", _encode(Image.new("L", (20000, 100)), "GIF")),
              (".png", _encode(Image.new("L", (20000, 20000)), "PNG", optimize=True)),  # a decompression bomb
              (".tif", _encode(Image.fromarray(head.astype(np.float32) / 7), "TIFF")),
              (".tif", _encode(Image.fromarray(head.astype(np.int32) - 100), "TIFF")),
@@ -128,7 +128,8 @@ def classify(call, folder: Path, ext: str, data: bytes):
         outcome, message = "result", ""
     except (ValueError, gr.Error) as e:
         message = str(getattr(e, "message", e))
-        outcome = "BUG: server path in message" if str(folder) in message else "message"
+        outcome = ("BUG: server path in message" if str(folder) in message
+                   else "BUG: internal error" if message.startswith("Something went wrong") else "message")
     except Exception as e:  # anything else is a bug to report
         outcome, message = f"BUG: {type(e).__name__}", str(e)[:200]
     return outcome, time.perf_counter() - t, message

@@ -135,9 +135,14 @@ def flood(url: str, image: Path, n: int, timeout: float) -> dict:
 
 
 def model_time(model: str, images: list, rounds: int = 3) -> float:
-    """Median seconds of the model's own predict + Grad-CAM (``explain``) per image, in this process."""
-    from brain_mri import BrainMRIClassifier
+    """Median seconds of the model's own predict + Grad-CAM (``explain``) per image, in this process,
+    with the app's thread setting."""
+    import torch
 
+    from brain_mri import BrainMRIClassifier, configure_threads
+
+    before = torch.get_num_threads()
+    configure_threads()
     clf = BrainMRIClassifier.from_pretrained(model)
     clf.explain(images[0])
     times = []
@@ -146,6 +151,7 @@ def model_time(model: str, images: list, rounds: int = 3) -> float:
             t = time.perf_counter()
             clf.explain(image)
             times.append(time.perf_counter() - t)
+    torch.set_num_threads(before)
     return statistics.median(times)
 
 

@@ -17,8 +17,8 @@ import time
 
 WORKER = r"""
 import json, sys, time, torch
-from brain_mri import BrainMRIClassifier
-torch.set_num_threads(int(sys.argv[2]))
+from brain_mri import BrainMRIClassifier, configure_threads
+configure_threads() if sys.argv[2] == "auto" else torch.set_num_threads(int(sys.argv[2]))
 clf = BrainMRIClassifier.from_pretrained(sys.argv[1])
 x = clf.preprocess([__import__("PIL.Image", fromlist=["Image"]).new("RGB", (224, 224), (90, 90, 90))])
 with torch.inference_mode():
@@ -31,7 +31,7 @@ print(json.dumps(times))
 """
 
 SETTINGS = {  # name -> (threads, extra environment)
-    "brain-mri default (the CPUs this process may use)": ("auto", {}),
+    "brain-mri default (half the CPUs this process may use)": ("auto", {}),
     "1 thread": (1, {}),
     "2 threads (torch default here)": (2, {}),
     "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),

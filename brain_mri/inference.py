@@ -13,8 +13,13 @@ from .transforms import EvalView
 
 
 def configure_threads() -> int:
-    """Sets torch's CPU threads for serving: ``$BRAIN_MRI_THREADS``, else the cores this process may run on
-    (``os.sched_getaffinity``: a container or ``taskset`` limit, which torch's default ignores).
+    """Sets torch's CPU threads for serving: ``$BRAIN_MRI_THREADS``, else half the CPUs this process may
+    run on (``os.sched_getaffinity``: a container or ``taskset`` limit, which torch's default ignores).
+
+    Why half: torch's threads spin and wait for each other at every layer, so when a neighbour (a
+    training run, another app) takes a core, one request can take 60 times longer; on 2 cores one
+    thread stayed flat beside every neighbour (``benchmarks/threads.py``). The other half serves the web
+    server, the PNG encoding and the neighbours.
 
     Returns:
         The thread count set.
@@ -27,7 +32,8 @@ def configure_threads() -> int:
             raise ValueError(f"BRAIN_MRI_THREADS must be a whole number of at least 1, got {value!r}.")
         threads = int(value)
     else:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cpus // 2)
     torch.set_num_threads(threads)
     return threads
 

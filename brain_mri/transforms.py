@@ -9,6 +9,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .config import OWN_CONFIG_KEYS
 
@@ -108,7 +109,10 @@ def view_region(image, data_config: dict) -> tuple[float, float, float, float]:
 def _crop_and_region(image, data_config: dict):
     x0 = y0 = 0
     if data_config.get("head_crop"):
-        x0, y0, _, _ = box = head_box(image, **data_config["head_crop"])
+        x0, y0, x1, y1 = box = head_box(image, **data_config["head_crop"])
+        if (x1 - x0) * (y1 - y0) > Image.MAX_IMAGE_PIXELS:  # a square around a very long image
+            raise ValueError(f"A {image.width} x {image.height} image is too elongated to analyse: "
+                             "a brain MRI slice is about as wide as it is high.")
         image = image.crop(box)
     rx0, ry0, rx1, ry1 = _timm_region(image.size, data_config)
     return image, (x0 + rx0, y0 + ry0, x0 + rx1, y0 + ry1)

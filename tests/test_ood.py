@@ -107,3 +107,25 @@ def test_predict_csv_carries_the_flag(grey_photo, tmp_path):
     assert rows["camera.png"]["flagged"] == "1" and rows["camera.png"]["predicted"] == ""
     assert float(rows["camera.png"]["ood_score"]) > float(rows["glioma_axial.jpg"]["ood_score"])
     assert rows["glioma_axial.jpg"]["flagged"] == "0" and rows["glioma_axial.jpg"]["predicted"] == "glioma"
+
+
+def test_the_issue_cases_are_flagged(bundled):
+    """Seen in the issue: pydicom's CT slice was called meningioma 0.999, matplotlib's grey Grace Hopper "no tumour"."""
+    from matplotlib import cbook
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    hopper = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("L")
+    for image in (hopper, get_testdata_file("CT_small.dcm")):
+        a = bundled.assess([image])[0]
+        assert a["warning"] is not None and a["ood_score"] > bundled.ood.threshold
+
+
+def test_colour_noise_is_called_colour_not_blank():
+    from PIL import Image
+
+    from brain_mri.quality import mri_warning
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    warning = mri_warning(noise)
+    assert "colour" in warning and "blank" not in warning and "no answer is given" in warning

@@ -37,7 +37,7 @@ def test_threads_follow_the_environment_then_the_cpus_this_process_may_use(monke
         monkeypatch.setenv("BRAIN_MRI_THREADS", "1")
         assert configure_threads() == 1 == torch.get_num_threads()
         monkeypatch.delenv("BRAIN_MRI_THREADS")
-        assert configure_threads() == len(os.sched_getaffinity(0)) == torch.get_num_threads()
+        assert configure_threads() == max(1, len(os.sched_getaffinity(0)) // 2) == torch.get_num_threads()
         monkeypatch.setenv("BRAIN_MRI_THREADS", "two")
         with pytest.raises(ValueError, match="BRAIN_MRI_THREADS must be a whole number"):
             configure_threads()

@@ -78,6 +78,7 @@ def load_model(requested: str | None) -> tuple[BrainMRIClassifier, str]:
                  "Pass --model with a local model folder (for example ./model) or set BRAIN_MRI_MODEL.")
 
 
+@cache  # asked on every request; the answer never changes for a classifier
 def model_name(clf: BrainMRIClassifier) -> str:
     """The model as the page names it: a Hub id, or "bundled model (...)"; never a server path."""
     if Path(clf.source).resolve() == BUNDLED_MODEL.resolve():
@@ -123,7 +124,7 @@ def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", t
     try:
         e = clf.explain(upload, method=method, target=None if target == "predicted" else target, opacity=float(opacity))
     except ValueError as err:  # the user's file: say why in one line, with the name they gave it
-        raise user_error(str(err).replace(str(upload), file_name).replace(str(Path(str(upload)).parent), "")) from None
+        raise user_error(str(err)) from None  # messages name files, never their folders
     except Exception:  # a bug of ours: the log gets the traceback, the page one line
         logger.exception("analysing %s failed", file_name)
         raise gr.Error(f"Something went wrong while analysing {html.escape(file_name)}; it was logged. "
@@ -137,12 +138,13 @@ def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", t
     from brain_mri.report import write_report
 
     folder, stem = new_output_folder(), Path(file_name).stem
+    report = folder / f"{stem}_report.png"
     # the report and the two views are encoded at once: PNG encoding releases the GIL
-    report = ENCODERS.submit(write_report, e, shown_name, folder / f"{stem}_report.png", file_name)
+    writing = ENCODERS.submit(write_report, e, shown_name, report, file_name)
     views = list(ENCODERS.map(save_png, (e.image, e.overlay), (folder / f"{stem}.png", folder / f"{stem}_cam.png")))
-    report.result()
+    writing.result()
     label = None if e.warning else {DISPLAY_NAMES[c]: p for c, p in e.probabilities.items()}
-    return label, tuple(views), details, summary_html(details, name, notes), str(folder / f"{stem}_report.png")
+    return label, tuple(views), details, summary_html(details, name, notes), str(report)
 
 
 ANSWERS = Path(tempfile.mkdtemp(prefix="brain-mri-answers-"))

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def small_copy(data: Path, per_class: int, dest: Path) -> Path:
-    """The first ``per_class`` files of every class folder of Training and Testing (0: all), with the boxes."""
+    """The first ``per_class`` files of every class folder of Training and Testing."""
     for split in ("Training", "Testing"):
         for folder in sorted(p for p in (data / split).iterdir() if p.is_dir()):
             files = sorted(folder.iterdir())
@@ -45,7 +45,7 @@ def train(data: Path, out: Path, args, crash_at: str | None = None, kill_after: 
     cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--output-dir", str(out), "--resume",
            "--epochs", str(args.epochs), "--model", args.model, "--image-size", str(args.image_size),
            "--batch-size", "8", "--patience", "100", "--model-ema", "0.9", "--workers", "0", "--cpu", "--keep-checkpoints"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "0"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("BRAIN_MRI_CRASH_AT", None)
     if crash_at:
         env["BRAIN_MRI_CRASH_AT"] = crash_at
@@ -67,14 +67,10 @@ def train(data: Path, out: Path, args, crash_at: str | None = None, kill_after: 
     return proc.returncode, time.perf_counter() - t, (lines[-1].split(": ", 1)[-1][:90] if lines else "")
 
 
-def steps_per_epoch(log: Path) -> int:
-    """Batches per epoch, read off the progress bar in a run's log ("epoch 1/3: ... 12/12 [")."""
-    import re
-
-    found = [int(m) for m in re.findall(r"epoch 1/\d+:.*?\d+/(\d+) \[", log.read_text())]
-    if not found:
-        raise SystemExit(f"no progress bar in {log}")
-    return max(found)
+def steps_per_epoch(out: Path) -> int:
+    """Training batches per epoch of a finished run: its training split in whole batches of ``train``'s 8."""
+    n = json.loads((out / "metrics.json").read_text())["split_sizes"]["train"]
+    return n // min(8, n)
 
 
 def fingerprint(out: Path) -> dict:
@@ -107,7 +103,7 @@ def folder_bytes(out: Path) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
-    p.add_argument("--per-class", type=int, default=40)
+    p.add_argument("--per-class", type=int, default=40, help="0: the whole dataset, used in place")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--model", default="resnet10t")
     p.add_argument("--image-size", type=int, default=64)
@@ -116,11 +112,11 @@ def main():
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="brain-mri-faults-"))
-    data = small_copy(Path(args.data), args.per_class, work / "data")
+    data = small_copy(Path(args.data), args.per_class, work / "data") if args.per_class else Path(args.data)
     status, whole, _ = train(data, work / "reference", args)
     assert status == 0, (work / "reference.log").read_text()[-2000:]
     rng, rows = random.Random(args.seed), []
-    total = args.epochs * steps_per_epoch(work / "reference.log")
+    total = args.epochs * steps_per_epoch(work / "reference")
     first = rng.randrange(1, total - 1)
     faults = [("timer", rng.uniform(0.05, 0.25) * whole), f"step:{first}", "checkpoint-swap",
               f"step:{rng.randrange(first + 1, total)}", "export"]  # each lies past the progress before it

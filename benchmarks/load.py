@@ -97,12 +97,10 @@ def count_files(folder: Path) -> int:
 
 
 def series(url: str, pid: int, images: list, n: int, tmp: Path) -> dict:
-    """``n`` requests in a row from one user: RSS and temporary files before and after."""
+    """``n`` requests in a row from one user (the server is warm): RSS and temporary files before and after."""
     from gradio_client import Client
 
     client = Client(url, verbose=False, download_files=False)
-    for image in images:  # warm: first requests fill caches
-        request(client, image)
     before_rss, before_files = rss_mb(pid), count_files(tmp)
     times = [request(client, images[k % len(images)])[0] for k in range(n)]
     return {"requests": n, "p50_s": statistics.median(times), "rss_before_mb": before_rss,
@@ -212,9 +210,9 @@ def main():
         client = Client(url, verbose=False, download_files=False)
         for f in images:  # the first requests fill caches
             request(client, f)
-        result["single"] = {f.name: request(client, f) for f in images}
-        references = {name: details for name, (_, details) in result["single"].items()}
-        result["single_p50_s"] = statistics.median(t for t, _ in result["single"].values())
+        single = {f.name: request(client, f) for f in images}
+        references = {name: details for name, (_, details) in single.items()}
+        result["single_p50_s"] = statistics.median(t for t, _ in single.values())
         result["server"] = server_phases(url)
         result["load"] = load(url, images, references, args.users, args.requests)
         result["series"] = series(url, proc.pid, images, args.series, tmp)
@@ -226,7 +224,6 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    result.pop("single")
     result["server_overhead_ms"] = (sum(result["server"][k] for k in ("upload", "preprocess", "fn_call", "postprocess"))
                                     - result["model_explain_s"] * 1000)
     print_table(result, args)

@@ -83,15 +83,13 @@ def flag_rate(clf, named):
     return n, flagged, refused, missed
 
 
-def leak_free_testing(data: str):
-    """(file name, path) of the leak-free Testing slices."""
+def leak_free_testing(data: str, data_config: dict):
+    """(file name, path) of the leak-free Testing slices (the duplicate audit decodes them in the model's view)."""
     from pathlib import Path
 
     from brain_mri.data import prepare_data
-    from brain_mri.model import load_exported
 
-    _, config = load_exported("model")
-    bundle = prepare_data(data, config, with_val=False, drop_leaks=False, progress=False)
+    bundle = prepare_data(data, data_config, with_val=False, drop_leaks=False, progress=False)
     for name, free in zip(bundle.test.names, bundle.test_leak_free):
         if free:
             yield name, Path(data) / "Testing" / name
@@ -112,7 +110,7 @@ def main():
     sets = {"scikit-image data": skimage_images(), "pydicom test files, not MR": ((Path(f).name, f) for f in pydicom_files()),
             "synthetic": synthetic_images()}
     if args.data and Path(args.data).is_dir():
-        sets["leak-free Testing (brain MRI)"] = leak_free_testing(args.data)
+        sets["leak-free Testing (brain MRI)"] = leak_free_testing(args.data, clf.data_config)
     print("| set | images | flagged | share | refused as unreadable | not flagged |\n|---|---:|---:|---:|---:|---|")
     total = np.zeros(3, dtype=int)
     for name, named in sets.items():

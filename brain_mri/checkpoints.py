@@ -82,11 +82,10 @@ def staged(out: Path):
 
     try:
         yield stage
-    except (OSError, SafetensorError) as e:  # a full disk, a quota: one clear line
+    except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
-        raise OSError(f"Cannot write the model folder ({e}); {out} keeps its previous files.") from e
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(e, (OSError, SafetensorError)):  # a full disk, a quota: one clear line
+            raise OSError(f"Cannot write the model folder ({e}); {out} keeps its previous files.") from e
         raise
     publish(stage, out)
 

@@ -249,7 +249,7 @@ def _fit(cfg: TrainConfig, trainer: Trainer, loaders: dict, out: Path) -> dict:
     return state
 
 
-def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict, metrics: dict, folder: Path) -> list:
+def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict, metrics: dict, stage: Path) -> list:
     """With tumour boxes beside the data: Grad-CAM localisation on validation (for choosing) and Testing
     (for measurement only) into ``metrics``, and a grid of Testing overlays; returns the figure paths."""
     boxes = load_boxes(cfg.data)
@@ -258,7 +258,7 @@ def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict
     metrics["localisation"] = {name: summarise(cam_rows(model, split, data_config, boxes, folder))
                                for name, split, folder in (("validation", bundle.val, "Training"),
                                                            ("test", bundle.test, "Testing"))}
-    path = folder / "figures" / "cam_grid.png"
+    path = stage / "figures" / "cam_grid.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     return ["figures/cam_grid.png"] if cam_grid(model, bundle.test, data_config, boxes, "Testing", path) else []
 
@@ -293,7 +293,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
             "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
             **_run_facts(accelerator, bundle, state, used_pretrained),
         }
-        detector, metrics["ood"] = fit_ood(export, bundle, data_config)
+        detector, metrics["ood"] = fit_ood(final, bundle, data_config)  # the head's input: no temperature in it
         detector.save(stage)
         grid = _localisation(cfg, export, bundle, data_config, metrics, stage)
         (stage / "metrics.json").write_text(json.dumps(metrics, indent=1))

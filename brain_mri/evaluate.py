@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .config import CAM_METHODS, CLASS_NAMES
+from .checkpoints import atomic_write
 from .data import make_loader, prepare_data
 from .localise import box_energy_ratio, box_in_view, head_energy_share, head_mask, load_boxes, pointing_hit, summarise
 from .metrics import evaluate_logits, softmax
@@ -90,7 +91,7 @@ def fit_ood_folder(folder, data: str) -> dict:
     if metrics_path.is_file():  # the card says what the detector flags
         from .card import rerender_card
 
-        metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "ood": rates}, indent=1))
+        atomic_write(metrics_path, json.dumps({**json.loads(metrics_path.read_text()), "ood": rates}, indent=1))
         rerender_card(Path(folder))
     return rates
 

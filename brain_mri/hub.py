@@ -34,15 +34,12 @@ def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
 
 
 def is_hub_id(source) -> bool:
-    """True when ``source`` is no local path but reads as a Hub repo id (``owner/name``)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    text = str(source)
-    if "/" not in text or text.startswith((".", "/", "~")) or Path(text).exists():
+    """True when ``source`` is no local path but reads as a Hub repo id (``owner/name``, see :func:`check_repo_id`)."""
+    if Path(str(source)).exists():
         return False
     try:
-        validate_repo_id(text)
-    except HFValidationError:
+        check_repo_id(source)
+    except HubError:
         return False
     return True
 

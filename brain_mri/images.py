@@ -30,7 +30,7 @@ def to_pil_rgb(image) -> Image.Image:
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
-            raise ValueError(f"No such image file: {path}")
+            raise ValueError(f"No such image file: {path.name}")
         if path.suffix.lower() in DICOM_EXTENSIONS or _is_dicom(path):
             return _array_to_rgb(read_dicom(path))
         return _open_image(path, path.name)

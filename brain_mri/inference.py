@@ -103,7 +103,11 @@ class BrainMRIClassifier:
 
     def preprocess(self, images) -> torch.Tensor:
         """Images of any kind (see :func:`~brain_mri.images.to_pil_rgb`) -> normalised batch."""
-        return torch.stack([self.view.tensorize(self.view(to_pil_rgb(im))[0]) for im in images]).to(self.device)
+        return self._batch([to_pil_rgb(im) for im in images])
+
+    def _batch(self, rgbs) -> torch.Tensor:
+        """RGB PIL images -> the model's normalised batch."""
+        return torch.stack([self.view.tensorize(self.view(rgb)[0]) for rgb in rgbs]).to(self.device)
 
     def predict_proba(self, images) -> np.ndarray:
         """N x 4 probabilities for a list of images, in one batch."""
@@ -111,21 +115,29 @@ class BrainMRIClassifier:
 
     def _forward(self, batch: torch.Tensor):
         """(N x 4 probabilities, N distances to the training features or None) in one pass."""
-        from .ood import FeatureTap
-
-        with self._lock, torch.inference_mode(), FeatureTap(self.model) as tap:
+        with self._lock, torch.inference_mode(), self._tap() as tap:
             probs = torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
         return probs, None if self.ood is None else self.ood.score(tap.features)
+
+    def _tap(self):
+        """A :class:`~brain_mri.ood.FeatureTap` when there is a detector to feed, else nothing."""
+        from contextlib import nullcontext
+
+        from .ood import FeatureTap
+
+        return nullcontext() if self.ood is None else FeatureTap(self.model)
 
     def assess(self, images) -> list[dict]:
         """Per image: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a brain MRI
         slice, else None: then give no answer) and ``ood_score`` (see :mod:`brain_mri.ood`)."""
         rgbs = [to_pil_rgb(im) for im in images]
-        probs, scores = self._forward(self.preprocess(rgbs))
-        return [{"probabilities": {c: float(p) for c, p in zip(self.class_names, row)},
-                 "warning": self.warning(rgb, None if scores is None else float(scores[i])),
-                 "ood_score": None if scores is None else float(scores[i])}
-                for i, (rgb, row) in enumerate(zip(rgbs, probs))]
+        probs, scores = self._forward(self._batch(rgbs))
+        rows = []
+        for i, (rgb, row) in enumerate(zip(rgbs, probs)):
+            score = None if scores is None else float(scores[i])
+            rows.append({"probabilities": {c: float(p) for c, p in zip(self.class_names, row)},
+                         "warning": self.warning(rgb, score), "ood_score": score})
+        return rows
 
     def warning(self, rgb, ood_score: float | None) -> str | None:
         """Why an image is not taken for a brain MRI slice: blank, colour (:mod:`~brain_mri.quality`),
@@ -172,7 +184,6 @@ class BrainMRIClassifier:
             image does not look like a brain MRI slice.
         """
         from .explain import Explanation, compute_cam, display_image, heatmap_on_image, make_overlay
-        from .ood import FeatureTap
 
         if target is not None and target not in self.class_names:
             raise ValueError(f"Unknown target class {target!r}; choose one of {', '.join(self.class_names)}.")
@@ -183,7 +194,7 @@ class BrainMRIClassifier:
         view = np.asarray(view_image, dtype=np.uint8)
         batch = self.view.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
-        with self._lock, FeatureTap(self.model) as tap:
+        with self._lock, self._tap() as tap:
             layer = target_layer or self.data_config.get("cam_layer")
             logits, heatmap = compute_cam(self.model, batch, method, index, layer)
         score = None if self.ood is None else float(self.ood.score(tap.features)[0])

@@ -37,6 +37,9 @@ def head_box(image, threshold: int = HEAD_CROP["threshold"], margin: float = HEA
     else:
         x0, y0, x1, y1, margin = 0, 0, image.width, image.height, 0.0
     side = max(1, round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    if side * side > Image.MAX_IMAGE_PIXELS:  # a square around a very long image
+        raise ValueError(f"A {image.width} x {image.height} image is too elongated to analyse: "
+                         "a brain MRI slice is about as wide as it is high.")
     left, top = round((x0 + x1 - side) / 2), round((y0 + y1 - side) / 2)
     return left, top, left + side, top + side
 
@@ -109,10 +112,7 @@ def view_region(image, data_config: dict) -> tuple[float, float, float, float]:
 def _crop_and_region(image, data_config: dict):
     x0 = y0 = 0
     if data_config.get("head_crop"):
-        x0, y0, x1, y1 = box = head_box(image, **data_config["head_crop"])
-        if (x1 - x0) * (y1 - y0) > Image.MAX_IMAGE_PIXELS:  # a square around a very long image
-            raise ValueError(f"A {image.width} x {image.height} image is too elongated to analyse: "
-                             "a brain MRI slice is about as wide as it is high.")
+        x0, y0, _, _ = box = head_box(image, **data_config["head_crop"])
         image = image.crop(box)
     rx0, ry0, rx1, ry1 = _timm_region(image.size, data_config)
     return image, (x0 + rx0, y0 + ry0, x0 + rx1, y0 + ry1)

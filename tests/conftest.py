@@ -98,7 +98,7 @@ def answering_folder(trained_folder, tmp_path_factory):
     import shutil
 
     out = tmp_path_factory.mktemp("answering") / "model"
-    shutil.copytree(trained_folder[0], out, ignore=shutil.ignore_patterns("ood.safetensors"))
+    shutil.copytree(trained_folder[0], out, ignore=shutil.ignore_patterns("ood.safetensors", "checkpoints"))
     return out, trained_folder[1]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from brain_mri import DISCLAIMER, BrainMRIClassifier
+from brain_mri.captions import caption, verdict
 from brain_mri.config import CAM_METHODS, DICOM_EXTENSIONS, DISPLAY_NAMES, IMAGE_EXTENSIONS, true_class
 
 HERE = Path(__file__).resolve().parent
@@ -187,8 +188,7 @@ def summary_html(details: dict, example: str | None, notes: list) -> str:
         head = f"<h3>{DISPLAY_NAMES[d['predicted']]}</h3><table style='width:100%'>{rows}</table>"
     truth = true_class(example) if example else None
     if truth:
-        notes.append(f"True class of this example: <b>{DISPLAY_NAMES[truth]}</b>"
-                     + ("" if d["warning"] else " ✔" if truth == d["predicted"] else " ✘"))
+        notes.append(f"True class of this example: <b>{DISPLAY_NAMES[truth]}</b>{verdict(truth, d['predicted'], d['warning'])}")
     subject = "the top class, which is no answer" if d["warning"] else f"<b>{DISPLAY_NAMES[d['explained_class']]}</b>"
     notes.append(f"Heatmap: <b>{METHODS[d['cam_method']]}</b> of {subject} · "
                  f"model: {html.escape(d['model'])}")
@@ -204,11 +204,8 @@ def gallery_cards(clf: BrainMRIClassifier, examples: dict) -> list:
     cards = []
     for name, path in examples.items():
         e = clf.explain(path)
-        predicted = e.predicted
-        truth = true_class(name)
-        verdict = "" if truth is None else f"true {DISPLAY_NAMES[truth]} · "
-        caption = f"{name}: {verdict}predicted {DISPLAY_NAMES[predicted]} {e.probabilities[predicted]:.1%}"
-        cards.append((np.concatenate([e.image, e.overlay], axis=1), "⚠️ " + caption if e.warning else caption))
+        cards.append((np.concatenate([e.image, e.overlay], axis=1),
+                      caption(name, true_class(name), e.probabilities, e.warning)))
     return cards
 
 
@@ -293,7 +290,8 @@ def analyse_tab(run, examples: dict):
 
 def facts_markdown(clf: BrainMRIClassifier) -> str:
     facts = clf.facts()
-    lines = [f"**Model:** {model_name(clf)}" + (f" · `{facts['arch']}`" if facts["arch"] else "")]
+    lines = [f"**Model:** {model_name(clf)}" + (f" · `{facts['arch']}`" if facts["arch"] else "")
+             + (f", fine-tuned from ImageNet weights ({facts['initialisation']})" if facts["initialisation"] else "")]
     if facts["dataset"]:
         lines.append(f"**Trained on:** {facts['dataset']} (Kaggle Brain Tumor MRI Dataset, deduplicated)")
     for split, m in facts["metrics"].items():

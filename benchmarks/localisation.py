@@ -12,16 +12,13 @@ layer, ROAD (pytorch-grad-cam) and the model-randomisation test, and ``--grid``:
 small tiles (dataset images: keep the file out of the repository unless it is a card figure).
 """
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from brain_mri.data import prepare_data
-from brain_mri.evaluate import cam_grid, cam_rows, localisation_table, view_batch
+from brain_mri.evaluate import cam_grid, cam_rows, localisation_table, run_bundle, view_batch
 from brain_mri.faithfulness import randomisation_correlation, randomised_copy, road_scores
 from brain_mri.localise import load_boxes, summarise
-from brain_mri.model import load_exported
 
 
 def boxed_batch(split, boxes, folder, data_config, n):
@@ -30,13 +27,14 @@ def boxed_batch(split, boxes, folder, data_config, n):
     return view_batch(split, idx, data_config), split.labels[idx]
 
 
-def faithfulness_table(model, batch, labels, methods, layer):
+def faithfulness_table(model, batch, labels, methods, layer, data_config):
     """ROAD and the rank correlation with a copy whose last stage is re-initialised, per method."""
     print("\n| method | images | rank correlation with the randomised last stage | empty randomised maps | ROAD |\n"
           "|---|---:|---:|---:|---:|")
     for method in methods:
-        rand = np.asarray(randomisation_correlation(model, randomised_copy(model), batch, labels, method, layer))
-        road = road_scores(model, batch, labels, method, layer)
+        rand = np.asarray(randomisation_correlation(model, randomised_copy(model), batch, labels, method, layer,
+                                                    data_config))
+        road = road_scores(model, batch, labels, method, layer, data_config)
         print(f"| {method} | {len(labels)} | {np.nanmean(rand):.3f} | {int(np.isnan(rand).sum())} | {road.mean():.3f} |")
 
 
@@ -51,24 +49,22 @@ def main():
     p.add_argument("--grid", help="PNG path for a grid of overlays with boxes")
     args = p.parse_args()
 
-    run_file = Path(args.model) / "training_args.json"
-    if not run_file.is_file():  # the validation split is rebuilt from the run's own seed and fraction
-        raise SystemExit(f"{run_file} not found: pass a model folder written by train.py.")
     boxes = load_boxes(args.data)
     if not boxes:
         raise SystemExit(f"No tumour boxes in {args.data} (tumour_boxes.csv): nothing to measure.")
-    run = json.loads(run_file.read_text())
-    model, data_config = load_exported(args.model)
-    bundle = prepare_data(args.data, data_config, run["val_fraction"], run["seed"], progress=False)
-    layer = args.target_layer or data_config.get("cam_layer")
-    print(f"{args.model}, CAM on {layer or 'the family rule layer'}, the true class explained")
+    try:  # the validation split is rebuilt from the run's own seed, fraction and --keep-leaks
+        model, data_config, bundle = run_bundle(args.model, args.data)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    shown = args.target_layer or data_config.get("cam_layer") or "the family rule layer"
+    print(f"{args.model}, CAM on {shown}, the true class explained")
     for split, folder, name in ((bundle.val, "Training", "validation"), (bundle.test, "Testing", "Testing")):
         tables = {m: summarise(cam_rows(model, split, data_config, boxes, folder, m, args.target_layer))
                   for m in args.methods}
         print(f"\n{name}\n{localisation_table(tables)}")
     batch, labels = boxed_batch(bundle.test, boxes, "Testing", data_config, args.faithfulness)
     if len(labels):
-        faithfulness_table(model, batch, labels, args.methods, layer)
+        faithfulness_table(model, batch, labels, args.methods, args.target_layer, data_config)
     if args.grid:
         Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
         n = cam_grid(model, bundle.test, data_config, boxes, "Testing", Path(args.grid), args.methods[0])

@@ -3,15 +3,23 @@
 
     python benchmarks/ood.py [--model model] [--data ../shared/data/brain-tumor-mri]
 
-Not brain MRI: every image scikit-image ships in its wheel (``skimage.data``; its brain MRI excluded),
-every single-image DICOM file pydicom ships that is not MR (CT, US, CR, NM, ...; files it refuses
-are counted apart) and synthetic images (noise, gradients, shapes, constant). Real slices: the
-leak-free Testing images (no copy in Training), read from their files as a user would upload them.
-The flag is the app's: the colour / blank checks, then the Mahalanobis distance (``ood.safetensors``).
+Not brain MRI, all from packages' bundled sample data or synthesis (never a download):
+- every image scikit-image ships in its wheel (``skimage.data``; its brain MRI excluded);
+- synthetic images (noise, gradients, shapes, constant);
+- greyscale photographs (scikit-image's, matplotlib's Grace Hopper) and the same inverted;
+- logos and drawings on black; rendered text and scanned documents;
+- other body parts and modalities: every DICOM file pydicom ships that is not MR (CT, US, CR, NM, ...;
+  files it refuses are counted apart), its abdominal MR, a retina, terrain models.
+
+Real slices: the leak-free Testing images (no copy in Training), read from their files as a user would
+upload them. Reported apart: brain MRI unlike the training slices (matplotlib's sagittal head MRI, pydicom's
+small MR, Testing slices skull-stripped or inverted inside the head), with what the model answers.
+The flag is the app's: the colour / blank checks, then the detector (``ood.safetensors``).
 """
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -34,8 +42,6 @@ def skimage_images():
 
 def pydicom_files():
     """Paths of pydicom's bundled test files whose modality is not MR."""
-    from pathlib import Path
-
     import pydicom
     import pydicom.data
 
@@ -66,10 +72,137 @@ def synthetic_images(seed: int = 0):
     yield "mid grey", np.full((256, 256), 128, np.uint8)
 
 
+PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "moon", "coins", "clock", "immunohistochemistry",
+          "hubble_deep_field", "colorwheel", "brick", "grass", "gravel", "cat", "motorcycle_left")
+
+
+def photographs():
+    """(name, greyscale array) of the photographs scikit-image and matplotlib ship."""
+    import skimage.data as data
+    from matplotlib import cbook
+    from PIL import Image
+
+    for name in PHOTOS:
+        try:
+            image = getattr(data, name)()
+        except Exception:  # not shipped in this version
+            continue
+        yield name, np.asarray(Image.fromarray(image).convert("L"))
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        yield "grace_hopper", np.asarray(Image.open(f).convert("L"))
+
+
+def inverted(named):
+    for name, image in named:
+        yield f"{name} (inverted)", 255 - image
+
+
+def drawings(n: int = 16, seed: int = 0):
+    """Logos and line drawings on black: the packages' logos, a silhouette, and random shapes drawn with PIL."""
+    import matplotlib
+    import skimage.data as data
+    from PIL import Image, ImageDraw
+
+    def on_black(rgba):
+        rgba = rgba.astype(np.float32)
+        return (rgba[..., :3].mean(-1) * rgba[..., 3] / 255).astype(np.uint8)
+
+    yield "scikit-image logo on black", on_black(data.logo())
+    mpl_logo = np.asarray(Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "logo2.png").convert("RGBA"))
+    yield "matplotlib logo on black", on_black(mpl_logo)
+    yield "horse silhouette", (data.horse() == 0).astype(np.uint8) * 255
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        image = Image.new("L", (256, 256))
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(2, 6))):
+            x0, y0 = rng.integers(10, 180, 2)
+            w, h = rng.integers(30, 120, 2)
+            box, grey, width = [int(x0), int(y0), int(x0 + w), int(y0 + h)], int(rng.integers(120, 256)), int(rng.integers(2, 8))
+            kind = i % 4
+            if kind == 0:
+                draw.ellipse(box, outline=grey, width=width)
+            elif kind == 1:
+                draw.rectangle(box, fill=grey)
+            elif kind == 2:
+                draw.line(box, fill=grey, width=width)
+            else:
+                draw.polygon([(int(x), int(y)) for x, y in rng.integers(10, 246, (5, 2))], fill=grey)
+        yield f"drawing {i + 1}", np.asarray(image)
+
+
+def documents(n: int = 8, seed: int = 0):
+    """Rendered text: scikit-image's text and scanned page (and inverted), and paragraphs drawn with PIL."""
+    import skimage.data as data
+    from PIL import Image, ImageDraw, ImageFont
+
+    yield "scikit-image text", data.text()
+    yield "scikit-image page", data.page()
+    yield "scikit-image page (inverted)", 255 - data.page()
+    rng = np.random.default_rng(seed)
+    words = "the patient scan report brain tumour slice image model result page text section figure".split()
+    for i in range(n):
+        light = i % 2 == 0
+        image = Image.new("L", (320, 320), 255 if light else 0)
+        draw = ImageDraw.Draw(image)
+        font = ImageFont.load_default(size=int(rng.integers(12, 28)))
+        for row in range(20, 300, int(font.size * 1.6)):
+            draw.text((16, row), " ".join(rng.choice(words, 6)), fill=0 if light else 255, font=font)
+        yield f"paragraph {i + 1} ({'dark on light' if light else 'light on dark'})", np.asarray(image)
+
+
+def other_modalities():
+    """Other body parts and modalities: pydicom's files that are not MR, and its MR of the abdomen;
+    matplotlib's terrain models; scikit-image's retina (greyscale)."""
+    import pydicom
+    import skimage.data as data
+    from PIL import Image
+
+    for path in pydicom_files():
+        yield path.name, path
+    yield "abdomen MR (pydicom examples_overlay.dcm)", Path(pydicom.data.__file__).parent / "test_files" / "examples_overlay.dcm"
+    yield "retina (greyscale)", np.asarray(Image.fromarray(data.retina()).convert("L"))
+    yield "microaneurysms", data.microaneurysms()
+    from matplotlib import cbook
+
+    for name in ("jacksboro_fault_dem.npz", "topobathy.npz"):
+        with np.load(cbook.get_sample_data(name, asfileobj=False)) as z:
+            grid = z["elevation"].astype(np.float32)
+        yield f"terrain {name}", ((grid - grid.min()) / (np.ptp(grid) or 1) * 255).astype(np.uint8)
+
+
+def unlike_training(data_dir: str | None, data_config: dict, n: int = 20):
+    """Brain MRI unlike the training slices: matplotlib's sagittal head MRI, pydicom's small MR slice,
+    and leak-free Testing slices skull-stripped (the head's inner part kept) or inverted inside the head
+    (a T2-like contrast)."""
+    import gzip
+
+    import pydicom
+    from matplotlib import cbook
+    from PIL import Image
+
+    with gzip.open(cbook.get_sample_data("s1045.ima.gz", asfileobj=False)) as f:
+        head = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float32)
+    yield "matplotlib sagittal head MRI", (head / head.max() * 255).astype(np.uint8)
+    yield "pydicom MR_small.dcm", Path(pydicom.data.__file__).parent / "test_files" / "MR_small.dcm"
+    if not data_dir:
+        return
+    from scipy import ndimage
+
+    from brain_mri.localise import head_mask
+
+    for name, path in list(leak_free_testing(data_dir, data_config))[:: 10][:n]:
+        grey = np.asarray(Image.open(path).convert("L"))
+        head = head_mask(np.repeat(grey[..., None], 3, -1))
+        brain = ndimage.binary_erosion(head, iterations=max(3, grey.shape[0] // 25))
+        yield f"{name} skull-stripped", np.where(brain, grey, 0).astype(np.uint8)
+        yield f"{name} inverted inside the head", np.where(head, 255 - grey, 0).astype(np.uint8)
+
+
 def flag_rate(clf, named):
-    """(n, flagged, refused, unflagged names): ``named`` yields (name, image or path)."""
+    """(n, flagged, refused, unflagged names, predicted classes of the unflagged): ``named`` yields (name, image or path)."""
     n = flagged = 0
-    refused, missed = [], []
+    refused, missed, answers = [], [], []
     for name, image in named:
         try:
             a = clf.assess([image])[0]
@@ -80,12 +213,12 @@ def flag_rate(clf, named):
         flagged += a["warning"] is not None
         if a["warning"] is None:
             missed.append(f"{name} ({a['ood_score']:.1f})")
-    return n, flagged, refused, missed
+            answers.append(max(a["probabilities"], key=a["probabilities"].get))
+    return n, flagged, refused, missed, answers
 
 
 def leak_free_testing(data: str, data_config: dict):
     """(file name, path) of the leak-free Testing slices (the duplicate audit decodes them in the model's view)."""
-    from pathlib import Path
 
     from brain_mri.data import prepare_data
 
@@ -101,27 +234,32 @@ def main():
     p.add_argument("--data", default="../shared/data/brain-tumor-mri", help="dataset (Kaggle layout); '' to skip")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
-    from pathlib import Path
-
     from brain_mri import BrainMRIClassifier
 
     clf = BrainMRIClassifier.from_pretrained(args.model)
-    print(f"detector: {'none' if clf.ood is None else f'threshold {clf.ood.threshold:.2f}'}\n")
-    sets = {"scikit-image data": skimage_images(), "pydicom test files, not MR": ((Path(f).name, f) for f in pydicom_files()),
-            "synthetic": synthetic_images()}
-    if args.data and Path(args.data).is_dir():
-        sets["leak-free Testing (brain MRI)"] = leak_free_testing(args.data, clf.data_config)
+    data = args.data if args.data and Path(args.data).is_dir() else None
+    print(f"detector: {'none' if clf.ood is None else clf.ood.describe()}\n")
+    sets = {"scikit-image data": skimage_images(), "synthetic": synthetic_images(),
+            "photographs, greyscale": photographs(), "photographs, greyscale, inverted": inverted(photographs()),
+            "drawings and logos on black": drawings(), "rendered text and documents": documents(),
+            "other body parts and modalities": other_modalities()}
     print("| set | images | flagged | share | refused as unreadable | not flagged |\n|---|---:|---:|---:|---:|---|")
     total = np.zeros(3, dtype=int)
     for name, named in sets.items():
-        start = time.perf_counter()
-        n, flagged, refused, missed = flag_rate(clf, named)
-        if "Testing" in name:
-            print(f"| **all not brain MRI** | {total[0]} | {total[1]} | **{total[1] / max(total[0], 1):.1%}** | {total[2]} | |")
+        n, flagged, refused, missed, _ = flag_rate(clf, named)
         total += (n, flagged, len(refused))
-        shown = ", ".join(missed[:8]) + (f" … (+{len(missed) - 8})" if len(missed) > 8 else "")
-        print(f"| {name} | {n} | {flagged} | {flagged / max(n, 1):.1%} | {len(refused)} | "
-              f"{shown if 'Testing' not in name else f'{n - flagged} ({time.perf_counter() - start:.0f} s)'} |")
+        shown = ", ".join(missed[:6]) + (f" … (+{len(missed) - 6})" if len(missed) > 6 else "")
+        print(f"| {name} | {n} | {flagged} | {flagged / max(n, 1):.1%} | {len(refused)} | {shown} |")
+    print(f"| **all not brain MRI** | {total[0]} | {total[1]} | **{total[1] / max(total[0], 1):.1%}** | {total[2]} | |")
+    if data:
+        start = time.perf_counter()
+        n, flagged, _, _, _ = flag_rate(clf, leak_free_testing(data, clf.data_config))
+        print(f"| leak-free Testing (brain MRI) | {n} | {flagged} | **{flagged / max(n, 1):.1%}** | | "
+              f"{n - flagged} answered ({time.perf_counter() - start:.0f} s) |")
+    n, flagged, refused, _, answers = flag_rate(clf, unlike_training(data, clf.data_config))
+    classes = ", ".join(f"{c} {answers.count(c)}" for c in sorted(set(answers))) or "none"
+    print(f"\nBrain MRI unlike the training slices (reported, not counted above): {n} images, {flagged} flagged, "
+          f"{n - flagged} answered ({classes}), {len(refused)} refused.")
 
 
 if __name__ == "__main__":

@@ -9,17 +9,13 @@ with and without averaging the flipped image's probabilities, and times one imag
 """
 import argparse
 import dataclasses
-import json
 import statistics
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from brain_mri.data import prepare_data
-from brain_mri.evaluate import split_logits
+from brain_mri.evaluate import run_bundle, split_logits
 from brain_mri.metrics import softmax
-from brain_mri.model import load_exported
 from latency import timings  # beside this script
 
 
@@ -45,9 +41,7 @@ def main():
     p.add_argument("--repeats", type=int, default=100, help="timed single-image runs")
     args = p.parse_args()
 
-    run = json.loads((Path(args.model) / "training_args.json").read_text())
-    model, data_config = load_exported(args.model)
-    bundle = prepare_data(args.data, data_config, run["val_fraction"], run["seed"], progress=False)
+    model, data_config, bundle = run_bundle(args.model, args.data)
     accelerator = Accelerator()
     model = model.to(accelerator.device)
 

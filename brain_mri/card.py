@@ -36,6 +36,7 @@ def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: di
         "dataset_name": DATASET_NAME if is_local else data,
         "pretrained": training["pretrained"],
         "pretrained_flag": cfg.pretrained,
+        "initialisation": training.get("initialisation"),
         "command": cfg.command,
         "seed": cfg.seed,
         "epochs_run": training["epochs_run"],
@@ -109,7 +110,7 @@ def model_facts(source: str) -> dict:
 
     path = Path(source)
     facts = {"source": str(source), "link": str(path.resolve()) if path.is_dir() else f"https://huggingface.co/{source}",
-             "arch": None, "dataset": None, "metrics": {}}
+             "arch": None, "dataset": None, "metrics": {}, "initialisation": None}
     try:
         card = ModelCard.load(path / "README.md" if path.is_dir() else source)
     except Exception:  # no card, or offline: the app still works without the facts
@@ -120,5 +121,8 @@ def model_facts(source: str) -> dict:
         facts["metrics"].setdefault(r.dataset_split, {})[r.metric_type] = r.metric_value
     cfg = path / "config.json"
     if cfg.is_file():
-        facts["arch"] = json.loads(cfg.read_text()).get("architecture")
+        config = json.loads(cfg.read_text())
+        facts["arch"] = config.get("architecture")
+        init = config.get("brain_mri", {}).get("initialisation")
+        facts["initialisation"] = init["source"] if init else None
     return facts

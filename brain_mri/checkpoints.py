@@ -61,11 +61,20 @@ def load_checkpoint(accelerator, ckpt_dir: Path, ema=None) -> dict | None:
     return state
 
 
+_CRASH_AT: str | None = None
+
+
+def arm_crash_point() -> None:
+    """Reads ``$BRAIN_MRI_CRASH_AT`` once, at the start of a run, for :func:`crash_point`."""
+    global _CRASH_AT
+    _CRASH_AT = os.environ.get("BRAIN_MRI_CRASH_AT") or None
+
+
 def crash_point(name: str) -> None:
-    """Fault injection for the resume tests: SIGKILLs this process here when ``$BRAIN_MRI_CRASH_AT`` is ``name``
-    (``step:N``: before training step N, counted from the first epoch; ``checkpoint-swap``: between the two
-    renames of a checkpoint; ``export``: with half a model folder staged)."""
-    if os.environ.get("BRAIN_MRI_CRASH_AT") == name:
+    """Fault injection for the resume tests: SIGKILLs this process here when ``$BRAIN_MRI_CRASH_AT`` (read by
+    :func:`arm_crash_point`) is ``name`` (``step:N``: before training step N, counted from the first epoch;
+    ``checkpoint-swap``: between the two renames of a checkpoint; ``export``: with half a model folder staged)."""
+    if _CRASH_AT is not None and _CRASH_AT == name:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "training_args.json describes.")
     o.add_argument("--model", required=True, help="model folder written by train.py")
     o.add_argument("--data", required=True, help="the dataset it was trained on")
+    o.add_argument("--layers", default="", metavar="LAYER[,LAYER]",
+                   help="layers whose average-pooled features, side by side, the detector scores; '' or 'head' is "
+                        "the classifier's input (e.g. head,blocks.4 for EfficientNet; default: the head's input)")
     c = sub.add_parser("card", help="render a model folder's card again, optionally with notes")
     c.add_argument("--model", required=True, help="model folder written by train.py")
     c.add_argument("--notes", help="markdown file for the 'Model selection and explanations' section")
@@ -129,9 +132,15 @@ def space_cmd(args):
 def fit_ood_cmd(args):
     from .evaluate import fit_ood_folder
 
-    rates = fit_ood_folder(args.model, args.data)
+    rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers))
     print(f"wrote {Path(args.model) / 'ood.safetensors'}: threshold {rates['threshold']}, flags "
           f"{rates['validation_flagged']:.2%} of validation, {rates['test_leak_free_flagged']:.2%} of leak-free test")
+
+
+def parse_layers(text: str) -> tuple:
+    """``"head,blocks.4"`` -> ``("", "blocks.4")``: the head's input is ``""`` (:data:`~brain_mri.ood.HEAD_INPUT`)."""
+    names = [name.strip() for name in text.split(",")] if text.strip() else ["head"]
+    return tuple("" if name in ("", "head") else name for name in names)
 
 
 def card_cmd(args):

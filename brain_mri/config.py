@@ -85,6 +85,7 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 2e-3
+    layer_decay: float = 0.0  # timm's layer-wise learning-rate decay; 0 = off
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1

@@ -19,7 +19,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from .card import card_context, write_card
-from .checkpoints import atomic_write, crash_point, load_checkpoint, save_best, save_checkpoint, staged, write_log
+from .checkpoints import arm_crash_point, atomic_write, crash_point, load_checkpoint, save_best, save_checkpoint, staged, write_log
 from .config import CLASS_NAMES, TrainConfig
 from .data import DataBundle, make_loader, prepare_data
 from .evaluate import cam_grid, cam_rows, fit_ood, predict_logits, write_predictions
@@ -47,7 +47,8 @@ class Trainer:
 
     def step(self, images, labels, idx, gen):
         """Augment, forward and loss of one batch: ``(logits, loss)``."""
-        from .guidance import FeatureTap, evidence_outside, guide_masks
+        from .explain import LayerTap
+        from .guidance import evidence_outside, guide_masks
 
         if self.guide is None:
             inputs, targets = mix_batch(self.mixup, self.normalize(self.augment(images, gen)), labels)
@@ -55,7 +56,7 @@ class Trainer:
             return logits, self.criterion(logits, targets)
         masks, weights = guide_masks(images, labels, self.guide.boxes[idx.cpu()].to(images.device))
         augmented, masks = self.augment(images, gen, masks)  # the boxes follow every augmentation
-        with FeatureTap(self.guide.layer) as tap:
+        with LayerTap(self.guide.layer) as tap:
             logits = self.model(self.normalize(augmented))
         outside = evidence_outside(tap.output, self.guide.head, labels, masks, weights)
         return logits, self.criterion(logits, labels) + self.guide.weight * outside
@@ -117,6 +118,7 @@ def resolve_mixed_precision(choice: str, cpu: bool = False) -> str:
 # ----------------------------------------------------------------------------- the run
 def run_training(cfg: TrainConfig) -> Path:
     """Trains, calibrates, evaluates and exports; returns the model folder."""
+    arm_crash_point()
     mixup = make_mixup(cfg.mixup, cfg.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
     if cfg.box_loss < 0:
         raise ValueError(f"--box-loss takes a weight >= 0, got {cfg.box_loss}.")
@@ -137,14 +139,13 @@ def run_training(cfg: TrainConfig) -> Path:
         logging.getLogger("brain_mri").setLevel(logging.ERROR)  # one process speaks
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "training_args.json", json.dumps(asdict(cfg), indent=2))
-    accelerator.wait_for_everyone()
     logger.info("%d process(es), device %s, mixed precision %s%s", accelerator.num_processes, accelerator.device,
                 accelerator.mixed_precision, " (--mixed-precision auto)" if cfg.mixed_precision == "auto" else "")
-
-    model, used_pretrained = create_model(cfg.model, cfg.pretrained, cfg.image_size)
+    model, init = create_model(cfg.model, cfg.pretrained, cfg.image_size)
+    if accelerator.is_main_process:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "training_args.json", json.dumps({**asdict(cfg), "initialisation": init}, indent=2))
+    accelerator.wait_for_everyone()
     data_config = model_data_config(model, cfg.image_size, cfg.head_crop, cfg.cam_layer)
     if cfg.box_loss:
         from .guidance import check_guidable
@@ -158,7 +159,7 @@ def run_training(cfg: TrainConfig) -> Path:
     state = _fit(cfg, trainer, loaders, out)
 
     accelerator.wait_for_everyone()
-    _finish(cfg, trainer, loaders, bundle, data_config, state, used_pretrained)
+    _finish(cfg, trainer, loaders, bundle, data_config, state, init)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if cfg.push_to_hub and accelerator.is_main_process:
@@ -175,7 +176,7 @@ def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBund
     train_loader = make_loader(bundle.train, batch, True, cfg.workers, cfg.seed, drop_last=True)
     val_loader = make_loader(bundle.val, cfg.batch_size, False, 0)
     test_loader = make_loader(bundle.test, cfg.batch_size, False, 0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     model, optimizer, train_loader, val_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
@@ -195,6 +196,18 @@ def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBund
                       normalize=Normalize(data_config["mean"], data_config["std"]).to(accelerator.device),
                       augment=BatchAugment(), ema=ema, mixup=mixup, guide=_guide(cfg, accelerator.unwrap_model(model), bundle, data_config))
     return trainer, {"train": train_loader, "val": val_loader, "test": test_loader}
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """timm's AdamW (no weight decay on biases and norms); with ``--layer-decay`` each block's learning
+    rate is the next one's times the decay, the head's the full one: a pretrained backbone moves less."""
+    from timm.optim import create_optimizer_v2
+
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    layer_decay=cfg.layer_decay or None)
+    for group in optimizer.param_groups:  # timm's schedulers apply lr_scale; the cosine schedule here scales lr
+        group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
+    return optimizer
 
 
 def _guide(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict):
@@ -264,7 +277,7 @@ def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict
 
 
 def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundle, data_config: dict,
-            state: dict, used_pretrained: bool) -> None:
+            state: dict, init: dict | None) -> None:
     """Best weights -> temperature on validation -> test metrics -> the model folder (main process writes).
 
     Everything is written into ``.export`` first and then renamed into place, which needs no disk space:
@@ -285,13 +298,13 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     with staged(out) as stage:
         export = copy.deepcopy(final).float().cpu()
         fold_temperature(export, temperature)
-        export_model(export, stage, data_config)
+        export_model(export, stage, data_config, init)
         crash_point("export")
         metrics = {
             "temperature": temperature,
             "validation": classification_metrics(val_labels, softmax(val_logits, temperature)),
             "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
-            **_run_facts(accelerator, bundle, state, used_pretrained),
+            **_run_facts(accelerator, bundle, state, init),
         }
         detector, metrics["ood"] = fit_ood(final, bundle, data_config)  # the head's input: no temperature in it
         detector.save(stage)
@@ -309,7 +322,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     logger.info("Model folder: %s", out)
 
 
-def _run_facts(accelerator, bundle: DataBundle, state: dict, used_pretrained: bool) -> dict:
+def _run_facts(accelerator, bundle: DataBundle, state: dict, init: dict | None) -> dict:
     """What ``metrics.json`` says of the data and the run besides the metrics."""
     return {
         "duplicates": bundle.report.as_dict(),
@@ -317,6 +330,6 @@ def _run_facts(accelerator, bundle: DataBundle, state: dict, used_pretrained: bo
         "split_sizes": {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                         "test_leak_free": int(bundle.test_leak_free.sum())},
         "training": {"seconds": round(state["train_seconds"], 1), "epochs_run": len(state["history"]),
-                     "best_epoch": state["best_epoch"], "pretrained": used_pretrained,
+                     "best_epoch": state["best_epoch"], "pretrained": init is not None, "initialisation": init,
                      "mixed_precision": str(accelerator.mixed_precision)},
     }

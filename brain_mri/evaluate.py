@@ -47,45 +47,64 @@ def view_batch(split, idx, data_config: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def split_features(model, split, data_config: dict, batch_size: int = 64) -> np.ndarray:
-    """The pooled features the classifier head receives, for every image of a split (N x D)."""
+def split_features(model, split, data_config: dict, batch_size: int = 64, layers=("",)) -> np.ndarray:
+    """The pooled features of ``layers`` (default: what the classifier head receives; see
+    :class:`~brain_mri.ood.FeatureTap`), for every image of a split (N x D)."""
     from .ood import FeatureTap
 
     model.eval()
     out = []
-    with FeatureTap(model) as tap:
+    with FeatureTap(model, layers) as tap:
         for start in range(0, len(split), batch_size):
             model(view_batch(split, slice(start, start + batch_size), data_config).to(next(model.parameters()).device))
             out.append(tap.features.cpu().numpy())
     return np.concatenate(out)
 
 
-def fit_ood(model, bundle, data_config: dict):
-    """The out-of-distribution detector of a model, fitted on the training split with its threshold set
-    on validation (never on test), and the share of slices it flags (test: measurement only).
+def fit_ood(model, bundle, data_config: dict, layers=("",)):
+    """The out-of-distribution detector of a model on the pooled features of ``layers``, fitted on the
+    training split with its threshold set on validation (never on test), and the share of slices it flags
+    (test: measurement only).
 
     Returns:
         ``(detector, rates)``.
     """
     from .ood import fit_detector
 
-    feats = {name: split_features(model, getattr(bundle, name), data_config) for name in ("train", "val", "test")}
-    detector = fit_detector(feats["train"], bundle.train.labels, feats["val"])
+    feats = {name: split_features(model, getattr(bundle, name), data_config, layers=layers)
+             for name in ("train", "val", "test")}
+    detector = fit_detector(feats["train"], bundle.train.labels, feats["val"], layers=layers)
     flags = {name: detector.flags(torch.from_numpy(feats[name])) for name in ("val", "test")}
-    return detector, {"threshold": round(detector.threshold, 3), "validation_flagged": float(flags["val"].mean()),
+    return detector, {"threshold": round(detector.threshold, 3), "layers": list(layers), "validation_flagged": float(flags["val"].mean()),
                       "test_flagged": float(flags["test"].mean()),
                       "test_leak_free_flagged": float(flags["test"][bundle.test_leak_free].mean())}
 
 
-def fit_ood_folder(folder, data: str) -> dict:
-    """Fits and saves the detector of an exported model folder, on the split its training used
-    (``training_args.json``: seed, validation share), records its rates in ``metrics.json`` and the
-    card; returns the flagged shares."""
-    args = json.loads((Path(folder) / "training_args.json").read_text())
+def run_bundle(folder, data: str, progress: bool = False):
+    """An exported run's model and the data split exactly as its training split it (``training_args.json``:
+    seed, validation share, ``--keep-leaks``).
+
+    Returns:
+        ``(model, data_config, bundle)``.
+
+    Raises:
+        FileNotFoundError: the folder was not written by ``train.py``.
+    """
+    run_file = Path(folder) / "training_args.json"
+    if not run_file.is_file():
+        raise FileNotFoundError(f"{Path(folder).name} has no training_args.json: pass a model folder written by train.py.")
+    args = json.loads(run_file.read_text())
     net, data_config = load_exported(folder)
     bundle = prepare_data(data, data_config, val_fraction=args["val_fraction"], seed=args["seed"],
-                          drop_leaks=not args.get("keep_leaks", False))
-    detector, rates = fit_ood(net, bundle, data_config)
+                          drop_leaks=not args.get("keep_leaks", False), progress=progress)
+    return net, data_config, bundle
+
+
+def fit_ood_folder(folder, data: str, layers=("",)) -> dict:
+    """Fits and saves the detector of an exported model folder, on the split its training used
+    (:func:`run_bundle`), records its rates in ``metrics.json`` and the card; returns the flagged shares."""
+    net, data_config, bundle = run_bundle(folder, data, progress=True)
+    detector, rates = fit_ood(net, bundle, data_config, layers)
     detector.save(Path(folder))
     metrics_path = Path(folder) / "metrics.json"
     if metrics_path.is_file():  # the card says what the detector flags
@@ -116,7 +135,7 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
         if box is None and CLASS_NAMES[label] != "notumor":
             continue
         _, heatmap = compute_cam(model, view_batch(split, slice(i, i + 1), data_config), method, int(label),
-                                 target_layer or data_config.get("cam_layer"))
+                                 target_layer, data_config)
         row = {"file": name, "label": CLASS_NAMES[label]}
         if box is not None:
             on_image = heatmap_on_image(heatmap, split.regions[i], (int(box[4]), int(box[5])))
@@ -156,7 +175,7 @@ def cam_grid(model, split, data_config: dict, boxes: dict, folder: str, path: Pa
     grid = Image.new("RGB", (tile * cols, tile * ((len(picked) + cols - 1) // cols)))
     for k, i in enumerate(picked):
         heatmap = compute_cam(model, view_batch(split, slice(i, i + 1), data_config), method, int(split.labels[i]),
-                              data_config.get("cam_layer"))[1]
+                              data_config=data_config)[1]
         image = Image.fromarray(make_overlay(split.images[i].transpose(1, 2, 0), heatmap, 0.45))
         x0, y0, x1, y1 = box_in_view(boxes[f"{folder}/{split.names[i]}"], split.regions[i], size)
         ImageDraw.Draw(image).rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=2)

@@ -1,6 +1,7 @@
 """Grad-CAM explanations (pytorch-grad-cam): target layers for timm families, CAMs, overlays."""
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -153,17 +154,29 @@ def make_overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5) -
 
 
 def compute_cam(model, input_tensor, method: str = "gradcam", target_index: int | None = None,
-                target_layer: str | None = None):
-    """One forward and one backward pass: (logits of the batch, CAM of the first image).
+                target_layer: str | None = None, data_config: dict | None = None):
+    """(logits of the batch, CAM of the first image).
 
-    The CAM object is a context manager, so its hooks are removed whatever happens.
+    Args:
+        target_layer: dotted layer path(s); default the model's own (``data_config["cam_layer"]``, from
+            ``config.json``), else the family's rule. Resolved here, so no caller does.
+
+    Grad-CAM on the map a global-average-pool + linear head pools is that head's weights applied to the
+    map (:func:`pooled_gradcam`): one forward pass, no backward. Everything else is pytorch-grad-cam, one
+    forward and one backward pass; its CAM object is a context manager, so its hooks are removed whatever happens.
     """
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if method not in CAM_METHODS:
         raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}.")
-    layers, reshape = cam_layers(model, target_layer)
+    layers, reshape = cam_layers(model, target_layer or (data_config or {}).get("cam_layer"))
+    pooled = pooled_layer(model) if method == "gradcam" and reshape is None and len(layers) == 1 else None
+    if pooled is not None and pooled[1] is layers[0]:
+        with torch.inference_mode(), LayerTap(layers[0]) as tap:
+            logits = model(input_tensor).float()
+        index = logits.argmax(1) if target_index is None else torch.full((len(logits),), target_index)
+        return logits, pooled_gradcam(tap.output, pooled[0], index, input_tensor.shape[-2:])[0]
     cam_cls = getattr(pytorch_grad_cam, CAM_METHODS[method][0])
     targets = None if target_index is None else [ClassifierOutputTarget(target_index)] * input_tensor.shape[0]
     with _grad_only_from(model, layers), \
@@ -171,6 +184,69 @@ def compute_cam(model, input_tensor, method: str = "gradcam", target_index: int 
         grayscale = cam(input_tensor=input_tensor, targets=targets)
         logits = cam.outputs.detach().float()
     return logits, grayscale[0].astype(np.float32)
+
+
+def pooled_gradcam(features: torch.Tensor, head: torch.nn.Linear, index: torch.Tensor, size) -> np.ndarray:
+    """Grad-CAM from the forward pass alone (B x H x W in [0, 1], at ``size``).
+
+    With ``logit = head(mean over cells of features)``, the gradient of class c's logit at every cell of
+    channel k is ``head.weight[c, k] / cells``: Grad-CAM's channel weights need no backward pass. The map
+    is then scaled as pytorch-grad-cam scales its own (one layer, then the multi-layer aggregation).
+    """
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    h, w = features.shape[-2:]
+    with torch.no_grad():
+        weights = head.weight[index.to(head.weight.device)].float() / (h * w)
+        cam = np.maximum(torch.einsum("bchw,bc->bhw", features.float(), weights).cpu().numpy(), 0)
+    return scale_cam_image(np.maximum(scale_cam_image(cam, (int(size[1]), int(size[0]))), 0))
+
+
+_POOLED = weakref.WeakKeyDictionary()
+
+
+def pooled_layer(model: torch.nn.Module):
+    """``(head, layer)``: the linear head of a global-average-pool model and the layer (the family's CAM
+    layer) whose map it pools, or None for a model of another shape (ConvNeXt, MobileNetV3, ViT)."""
+    if model not in _POOLED:
+        _POOLED[model] = _find_pooled(model)
+    return _POOLED[model]
+
+
+def _find_pooled(model: torch.nn.Module):
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    pooling = getattr(model, "global_pool", None) or getattr(getattr(model, "head", None), "global_pool", None)
+    norm = getattr(getattr(model, "head", None), "norm", None)  # ConvNeXt normalises after pooling: not linear
+    if not (isinstance(head, torch.nn.Linear) and getattr(pooling, "pool_type", None) in ("avg", "fast")
+            and isinstance(norm, (type(None), torch.nn.Identity))):
+        return None
+    try:
+        layer = target_layer_for(model)[0]
+    except UnsupportedArchitecture:
+        return None
+    was_training = model.training
+    with LayerTap(layer) as tap, torch.no_grad():  # does the head pool that layer?
+        model.eval()(torch.zeros(1, 3, 64, 64, device=head.weight.device))
+    model.train(was_training)
+    return (head, layer) if tap.output.shape[1] == head.in_features else None
+
+
+class LayerTap:
+    """Keeps the last output of ``module`` (a forward hook), so a loss or a CAM sees the map of the normal
+    forward pass (under DDP too). A context manager that removes its hook."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.output = None
+        self._handle = module.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output):
+        self.output = output
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
 
 
 @contextmanager

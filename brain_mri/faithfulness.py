@@ -37,26 +37,27 @@ def randomised_copy(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
 
 
 def randomisation_correlation(model, randomised, batch: torch.Tensor, targets, method: str = "gradcam",
-                              target_layer: str | None = None) -> list:
+                              target_layer: str | None = None, data_config: dict | None = None) -> list:
     """Spearman rank correlation between the maps of ``model`` and ``randomised``, image by image
     (close to 1: the map ignores the learned weights)."""
     from scipy.stats import spearmanr
 
     out = []
     for x, t in zip(batch, targets):
-        a = compute_cam(model, x[None], method, int(t), target_layer)[1]
-        b = compute_cam(randomised, x[None], method, int(t), target_layer)[1]
+        a = compute_cam(model, x[None], method, int(t), target_layer, data_config)[1]
+        b = compute_cam(randomised, x[None], method, int(t), target_layer, data_config)[1]
         out.append(float(spearmanr(a.ravel(), b.ravel())[0]) if a.std() > 0 and b.std() > 0 else float("nan"))
     return out
 
 
 def road_scores(model, batch: torch.Tensor, targets, method: str = "gradcam", target_layer: str | None = None,
-                percentiles=(20, 40, 60, 80)) -> np.ndarray:
+                data_config: dict | None = None, percentiles=(20, 40, 60, 80)) -> np.ndarray:
     """ROAD combined score per image (pytorch-grad-cam), for the maps of ``method`` on the target class."""
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    cams = np.stack([compute_cam(model, x[None], method, int(t), target_layer)[1] for x, t in zip(batch, targets)])
+    cams = np.stack([compute_cam(model, x[None], method, int(t), target_layer, data_config)[1]
+                     for x, t in zip(batch, targets)])
     with torch.no_grad():
         return np.asarray(ROADCombined(percentiles=list(percentiles))(
             batch, cams, [ClassifierOutputSoftmaxTarget(int(t)) for t in targets], model)).ravel()

@@ -8,6 +8,7 @@ import html
 import shutil
 from pathlib import Path
 
+from .captions import verdict
 from .config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES, true_class
 
 STYLE = """
@@ -68,8 +69,7 @@ def _card(card) -> str:
     predicted = e.predicted
     state = "flagged" if e.warning else "unlabelled" if label is None else "right" if label == predicted else "wrong"
     rows = "".join(f"<tr><td>{DISPLAY_NAMES[c]}</td><td class=p>{e.probabilities[c]:.1%}</td></tr>" for c in CLASS_NAMES)
-    verdict = "" if e.warning else " ✔" if label == predicted else " ✘"
-    truth = "" if label is None else f" · true: <b>{DISPLAY_NAMES[label]}</b>{verdict}"
+    truth = "" if label is None else f" · true: <b>{DISPLAY_NAMES[label]}</b>{verdict(label, predicted, e.warning)}"
     answer = "no answer" if e.warning else f"predicted: <b>{DISPLAY_NAMES[predicted]}</b>"
     warn = f'<p class="warn">⚠ {html.escape(e.warning)}</p>' if e.warning else ""
     name = html.escape(card["file"])

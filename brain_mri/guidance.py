@@ -69,42 +69,16 @@ def evidence_outside(features: torch.Tensor, head: torch.nn.Linear, labels: torc
     return (outside * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-class FeatureTap:
-    """Keeps the last output of ``module`` (a forward hook), so the loss sees the map the head pools
-    from the normal forward pass (under DDP too). A context manager that removes its hook."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.output = None
-        self._handle = module.register_forward_hook(self._keep)
-
-    def _keep(self, module, inputs, output):
-        self.output = output
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.remove()
-
-
 def check_guidable(model: torch.nn.Module):
     """``(head, layer)``: the linear head of a global-average-pool model and the layer it pools, or a
     clear error for ``--box-loss``."""
-    from .explain import target_layer_for
+    from .explain import pooled_layer
 
-    head = model.get_classifier()
-    pooling = getattr(model, "global_pool", None) or getattr(getattr(model, "head", None), "global_pool", None)
-    pool = getattr(pooling, "pool_type", None)
-    norm = getattr(getattr(model, "head", None), "norm", None)  # ConvNeXt normalises after pooling: not linear
-    channels, layer = None, target_layer_for(model)[0]
-    if isinstance(head, torch.nn.Linear) and pool in ("avg", "fast") and isinstance(norm, (type(None), torch.nn.Identity)):
-        with FeatureTap(layer) as tap, torch.no_grad():  # does the head pool that layer?
-            model.eval()(torch.zeros(1, 3, 64, 64))
-        channels = tap.output.shape[1]
-    if channels != getattr(head, "in_features", None):
+    found = pooled_layer(model)
+    if found is None:
         raise ValueError(f"--box-loss needs a model whose head is global average pooling + a linear layer over its "
                          f"CAM layer (ResNet, EfficientNet, RegNet); {type(model).__name__} is not such a model.")
-    return head, layer
+    return found
 
 
 class Guide:

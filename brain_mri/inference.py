@@ -58,6 +58,9 @@ class BrainMRIClassifier:
         self.class_names = tuple(class_names)
         self.source = source
         self.ood = ood  # an OODDetector: flags inputs unlike the training slices
+        from .explain import pooled_layer
+
+        pooled_layer(self.model)  # its one probing forward pass happens now, not in the first request
         # CAM hooks sit on the shared model: one request at a time may run it, so two requests
         # never mix activations or gradients (and a plain predict never fires a CAM's hooks).
         self._lock = threading.Lock()
@@ -125,7 +128,7 @@ class BrainMRIClassifier:
 
         from .ood import FeatureTap
 
-        return nullcontext() if self.ood is None else FeatureTap(self.model)
+        return nullcontext() if self.ood is None else FeatureTap(self.model, self.ood.layers)
 
     def assess(self, images) -> list[dict]:
         """Per image: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a brain MRI
@@ -167,7 +170,8 @@ class BrainMRIClassifier:
 
     def explain(self, image, method: str = "gradcam", target: str | None = None, opacity: float = 0.5,
                 target_layer: str | None = None):
-        """Probabilities and a class activation map from one forward and one backward pass.
+        """Probabilities and a class activation map: the default Grad-CAM comes from the prediction's own
+        forward pass (:func:`~brain_mri.explain.pooled_gradcam`), other methods and layers add a backward pass.
 
         Args:
             image: anything :meth:`predict` takes (one image).
@@ -195,8 +199,7 @@ class BrainMRIClassifier:
         batch = self.view.tensorize(view_image).unsqueeze(0).to(self.device)
         index = None if target is None else self.class_names.index(target)
         with self._lock, self._tap() as tap:
-            layer = target_layer or self.data_config.get("cam_layer")
-            logits, heatmap = compute_cam(self.model, batch, method, index, layer)
+            logits, heatmap = compute_cam(self.model, batch, method, index, target_layer, self.data_config)
         score = None if self.ood is None else float(self.ood.score(tap.features)[0])
         probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
         explained = int(probs.argmax()) if index is None else index

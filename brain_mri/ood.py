@@ -20,37 +20,64 @@ OOD_WARNING = ("This does not look like the brain MRI slices the model was train
                "brain MRI slices.")
 
 
-class FeatureTap:
-    """Context manager that keeps the pooled features the classifier head receives on each forward.
+#: The head's input: the pooled features the classifier receives.
+HEAD_INPUT = ""
 
-    A forward pre-hook on timm's ``get_classifier()`` sees them whatever the architecture; the
-    hook is removed on exit. A model without ``get_classifier`` (not timm) leaves ``features`` None.
+
+class FeatureTap:
+    """Context manager that keeps, on each forward, the features of ``layers`` side by side (N x D).
+
+    ``""`` (:data:`HEAD_INPUT`) is what timm's ``get_classifier()`` receives, seen by a forward pre-hook
+    whatever the architecture; a dotted path (``"blocks.4"``) is that module's output, average-pooled over
+    its cells. Earlier stages keep more of what the backbone learnt before fine-tuning (ImageNet):
+    they tell photographs, drawings and text from MRI where the last stage, tuned to four classes, may
+    not. The hooks are removed on exit. A model without ``get_classifier`` (not timm) leaves ``features`` None.
     """
 
-    def __init__(self, model: torch.nn.Module):
-        self.head = model.get_classifier() if hasattr(model, "get_classifier") else None
-        self.features: torch.Tensor | None = None
+    def __init__(self, model: torch.nn.Module, layers=(HEAD_INPUT,)):
+        from .explain import get_module
+
+        head = model.get_classifier() if hasattr(model, "get_classifier") else None
+        self.modules = None if head is None else [head if name == HEAD_INPUT else get_module(model, name)
+                                                  for name in layers]
+        self.layers = tuple(layers)
+        self._parts: dict = {}
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        if self.modules is None or len(self._parts) < len(self.modules):
+            return None
+        return torch.cat([self._parts[i] for i in range(len(self.modules))], dim=1)
 
     def __enter__(self) -> "FeatureTap":
-        self._handle = None if self.head is None else self.head.register_forward_pre_hook(self._keep)
+        self._handles = []
+        for i, (name, module) in enumerate(zip(self.layers, self.modules or [])):
+            if name == HEAD_INPUT:
+                hook = module.register_forward_pre_hook(lambda m, args, i=i: self._keep(i, args[0]))
+            else:
+                hook = module.register_forward_hook(lambda m, args, out, i=i: self._keep(i, out))
+            self._handles.append(hook)
         return self
 
-    def _keep(self, module, args):
-        self.features = args[0].detach().float().flatten(1)
+    def _keep(self, i: int, x: torch.Tensor):
+        x = x.detach().float()
+        self._parts[i] = (x.mean(dim=(2, 3)) if x.ndim == 4 else x).flatten(1)
 
     def __exit__(self, *exc):
-        if self._handle is not None:
-            self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
 
 @dataclass
 class OODDetector:
-    """Class means (C x D), the shared precision matrix (D x D) and the flagging threshold."""
+    """Class means (C x D), the shared precision matrix (D x D), the flagging threshold and the layers
+    whose pooled features, side by side, it scores (see :class:`FeatureTap`)."""
 
     means: torch.Tensor
     precision: torch.Tensor
     threshold: float
     quantile: float = 0.995  # of the validation scores, which fixed the threshold
+    layers: tuple = (HEAD_INPUT,)
 
     def score(self, features: torch.Tensor) -> np.ndarray:
         """Mahalanobis distance of each row to the nearest class mean (N x D -> N)."""
@@ -61,35 +88,46 @@ class OODDetector:
     def flags(self, features: torch.Tensor) -> np.ndarray:
         return self.score(features) > self.threshold
 
+    def describe(self) -> str:
+        names = ", ".join(name or "head input" for name in self.layers)
+        return f"Mahalanobis on {names}, threshold {self.threshold:.2f}"
+
     def save(self, folder: Path) -> None:
+        import json
+
         from safetensors.torch import save_file
 
         save_file({"means": self.means.contiguous(), "precision": self.precision.contiguous()},
                   str(Path(folder) / OOD_FILE),
                   metadata={"threshold": repr(self.threshold), "quantile": repr(self.quantile),
-                            "method": "mahalanobis, shared covariance (Ledoit-Wolf), pooled pre-logit features"})
+                            "layers": json.dumps(list(self.layers)),
+                            "method": "mahalanobis, shared covariance (Ledoit-Wolf), pooled features"})
 
     @classmethod
     def load(cls, path: Path) -> "OODDetector":
+        import json
+
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
             return cls(f.get_tensor("means").float(), f.get_tensor("precision").float(),
-                       float(meta["threshold"]), float(meta.get("quantile", "nan")))
+                       float(meta["threshold"]), float(meta.get("quantile", "nan")),
+                       tuple(json.loads(meta.get("layers", '[""]'))))
 
 
 def fit_detector(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
-                 quantile: float = 0.995) -> OODDetector:
-    """Fits class means and a Ledoit-Wolf shared covariance on the training features; the threshold
-    is the ``quantile`` of the validation scores (about 0.5% of validation slices flagged)."""
+                 quantile: float = 0.995, layers=(HEAD_INPUT,)) -> OODDetector:
+    """Fits class means and a Ledoit-Wolf shared covariance on the training features (of ``layers``); the
+    threshold is the ``quantile`` of the validation scores (about 0.5% of validation slices flagged)."""
     from sklearn.covariance import LedoitWolf
 
     classes = np.unique(labels)
     means = np.stack([features[labels == c].mean(axis=0) for c in classes])
     centred = features - means[np.searchsorted(classes, labels)]
     precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-    detector = OODDetector(torch.from_numpy(means).float(), torch.from_numpy(precision).float(), 0.0, quantile)
+    detector = OODDetector(torch.from_numpy(means).float(), torch.from_numpy(precision).float(), 0.0, quantile,
+                           tuple(layers))
     detector.threshold = float(np.quantile(detector.score(torch.from_numpy(val_features)), quantile))
     return detector
 

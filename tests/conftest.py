@@ -74,6 +74,12 @@ def tiny_data(tmp_path_factory):
     return root, planted
 
 
+def run_cli(*args, env=None, timeout=300):
+    """``python -m brain_mri ARGS`` in a subprocess, output captured as text, ``env`` added to ours."""
+    return subprocess.run([sys.executable, "-m", "brain_mri", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
 def run_train(*args, env=None, timeout=300, launcher=None):
     cmd = (launcher or [sys.executable]) + [str(ROOT / "train.py"), *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
@@ -119,8 +125,7 @@ def evaluated(trained_folder, tiny_data, tmp_path_factory):
     out, _ = trained_folder
     root, _ = tiny_data
     metrics = tmp_path_factory.mktemp("evaluate") / "m.json"
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "evaluate", "--model", str(out), "--data", str(root),
-                        "--output", str(metrics)], capture_output=True, text=True, timeout=300)
+    r = run_cli("evaluate", "--model", out, "--data", root, "--output", metrics)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout, json.loads(metrics.read_text())
 

@@ -1,5 +1,6 @@
 """The Gradio app, driven through gradio_client against a server launched here."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -236,11 +237,12 @@ def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):
     monkeypatch.delenv("BRAIN_MRI_MODEL", raising=False)
     assert app.front_matter_model() == "brain-mri/brain-mri-classifier"  # the README's models: entry
     clf, notice = app.load_model(None)
-    assert app.model_name(clf).startswith("bundled model (resnet10t, weights ")
+    arch = json.loads((BUNDLED_MODEL / "config.json").read_text())["architecture"]
+    assert app.model_name(clf).startswith(f"bundled model ({arch}, weights ")
     assert "brain-mri/brain-mri-classifier could not be loaded" in notice and "HF_HUB_OFFLINE" in notice
     page = app.build_demo(clf, examples={}, notice=notice)
     shown = " ".join(str(b.value) for b in page.blocks.values() if isinstance(b, gr.Markdown))
-    assert "Weights in use:** bundled model (resnet10t" in shown and "could not be loaded" in shown
+    assert f"Weights in use:** bundled model ({arch}" in shown and "could not be loaded" in shown
     assert str(BUNDLED_MODEL) not in shown
 
 

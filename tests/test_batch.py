@@ -2,19 +2,14 @@
 import csv
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from brain_mri.config import CLASS_NAMES
+from conftest import run_cli
 
 
-def brain_mri(*args, env=None):
-    import os
-
-    return subprocess.run([sys.executable, "-m", "brain_mri", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+brain_mri = run_cli
 
 
 @pytest.fixture(scope="module")

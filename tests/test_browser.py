@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
+
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -86,14 +88,11 @@ def test_example_link_gallery_and_report(browser, served, tmp_path):
 
 
 def test_static_gallery_opens_without_a_server(browser, answering_folder, tiny_data, tmp_path):
-    import subprocess
-    import sys
 
     out, _ = answering_folder
     root, _ = tiny_data
     site = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "gallery", "--model", str(out), str(root / "Testing"),
-                        "--out", str(site)], capture_output=True, text=True, timeout=300)
+    r = run_cli("gallery", "--model", out, root / "Testing", "--out", site)
     assert r.returncode == 0, r.stderr
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(site.joinpath("index.html").as_uri())

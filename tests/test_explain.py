@@ -81,13 +81,51 @@ def test_several_layers_average_into_a_finer_map(sample_image):
     assert _hooks(clf.model) == 0
 
 
-def test_one_forward_one_backward(sample_image):
+@pytest.mark.parametrize("method, passes", [("gradcam", {"fwd": 1, "bwd": 0}), ("layercam", {"fwd": 1, "bwd": 1})])
+def test_the_default_cam_needs_no_backward_pass(method, passes, sample_image):
     clf = _classifier("test_resnet")
     calls = {"fwd": 0, "bwd": 0}
     clf.model.register_forward_hook(lambda *a: calls.__setitem__("fwd", calls["fwd"] + 1))
     clf.model.register_full_backward_hook(lambda *a: calls.__setitem__("bwd", calls["bwd"] + 1))
-    clf.explain(sample_image)
-    assert calls == {"fwd": 1, "bwd": 1}
+    clf.explain(sample_image, method=method)
+    assert calls == passes
+
+
+@pytest.mark.parametrize("arch", ["resnet10t", "tf_efficientnet_lite0", "regnetx_002", "test_efficientnet"])
+def test_the_forward_pass_grad_cam_equals_pytorch_grad_cams(arch):
+    """Global-average-pool + linear head: Grad-CAM's channel weights are the head's weights over the cells."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from brain_mri.explain import compute_cam, pooled_layer
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, num_classes=4).eval()
+    for m in model.modules():  # trained-looking statistics, so the maps are not flat
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 96, 96)
+    head, layer = pooled_layer(model)
+    spread = []
+    for target in (None, 0, 1, 2, 3):
+        with torch.inference_mode():  # pytorch-grad-cam could not run here: the shortcut is taken
+            logits, fast = compute_cam(model, x, "gradcam", target)
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            reference = cam(input_tensor=x, targets=None if target is None else [ClassifierOutputTarget(target)])[0]
+        assert fast.shape == reference.shape == (96, 96)
+        assert np.abs(fast - reference).max() <= 1e-4, target
+        spread.append(reference.std())
+    assert max(spread) > 0.05  # not only empty maps compared
+    torch.testing.assert_close(logits, model(x).detach())
+
+
+def test_no_shortcut_where_the_head_is_not_a_pooled_linear_layer():
+    from brain_mri.explain import pooled_layer
+
+    assert pooled_layer(timm.create_model("test_convnext", num_classes=4)) is None  # norm after pooling
+    assert pooled_layer(timm.create_model("mobilenetv3_small_050", num_classes=4)) is None  # conv after pooling
+    assert pooled_layer(timm.create_model("test_vit", num_classes=4, img_size=64)) is None
 
 
 def test_bad_arguments(sample_image):
@@ -227,13 +265,9 @@ def test_explanations_with_the_head_crop_stay_on_the_head():
 def test_cam_depends_on_learned_weights(sample_image):
     """Adebayo et al.'s sanity check: randomising the last stage of the trained model changes the map."""
     clf = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL)
+    from brain_mri.faithfulness import randomised_copy
+
     before = clf.explain(sample_image).heatmap
-    layer, _ = target_layer_for(clf.model)
-    stage = getattr(clf.model, "layer4", None) or getattr(clf.model, "stages", [layer])[-1]
-    torch.manual_seed(1)
-    for m in stage.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    after = clf.explain(sample_image).heatmap
+    after = BrainMRIClassifier(randomised_copy(clf.model), clf.data_config).explain(sample_image).heatmap
     corr = np.corrcoef(before.ravel(), after.ravel())[0, 1]
     assert corr < 0.9, corr

@@ -1,6 +1,5 @@
 """Offline behaviour of the Hub paths, and the metric helpers."""
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 from brain_mri.hub import HubError, hub_unreachable_reason, push_to_hub
 from brain_mri.metrics import expected_calibration_error, fit_temperature, softmax, wilson_interval
 from brain_mri.model import PretrainedUnavailable, create_model, fold_temperature
-from conftest import TINY_ARGS, run_train
+from conftest import TINY_ARGS, run_cli, run_train
 
 
 def _snapshot(folder):
@@ -98,8 +97,6 @@ def test_ece_and_wilson():
 
 
 def test_space_publish_offline_fails_clearly_and_leaves_nothing(tmp_path):
-    import subprocess
-    import sys
     import tempfile
 
     from conftest import ROOT
@@ -108,13 +105,11 @@ def test_space_publish_offline_fails_clearly_and_leaves_nothing(tmp_path):
         return sorted(Path(tempfile.gettempdir()).glob("brain-mri-space-*"))
 
     before = staged()
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "space", "--repo-id", "someone/brain-mri-demo", "--source", ROOT],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = run_cli("space", "--repo-id", "someone/brain-mri-demo", "--source", ROOT, env={"HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2 and "Cannot publish the Space someone/brain-mri-demo" in r.stderr
     assert "Nothing was written" in r.stderr and "Traceback" not in r.stderr
     assert staged() == before
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "space", "--repo-id", "someone/x", "--source", tmp_path],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = run_cli("space", "--repo-id", "someone/x", "--source", tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2 and "not a brain-mri checkout" in r.stderr and str(tmp_path) not in r.stderr
 
 

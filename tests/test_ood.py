@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from brain_mri import BrainMRIClassifier
+from conftest import run_cli
 from brain_mri.ood import OOD_FILE, OOD_WARNING, FeatureTap, OODDetector, fit_detector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,24 @@ def test_feature_tap_sees_the_head_input_and_removes_its_hook(trained_folder):
     head = clf.model.get_classifier()
     torch.testing.assert_close(head(tap.features), logits)
     assert not head._forward_pre_hooks
+
+
+def test_feature_tap_pools_earlier_layers_beside_the_head_input(trained_folder, tmp_path):
+    clf = BrainMRIClassifier.from_pretrained(trained_folder[0])
+    x = torch.rand(3, 3, *clf.data_config["input_size"][1:])
+    seen = {}
+    hook = clf.model.layer3.register_forward_hook(lambda m, a, out: seen.update(map=out))
+    with FeatureTap(clf.model, ("", "layer3")) as tap, torch.no_grad():
+        clf.model(x)
+    hook.remove()
+    width = clf.model.get_classifier().in_features
+    torch.testing.assert_close(tap.features[:, width:], seen["map"].mean(dim=(2, 3)))
+    assert not clf.model.layer3._forward_hooks
+    rng = np.random.default_rng(0)
+    det = fit_detector(rng.normal(size=(80, tap.features.shape[1])), np.repeat([0, 1], 40),
+                       rng.normal(size=(40, tap.features.shape[1])), layers=("", "layer3"))
+    det.save(tmp_path)
+    assert OODDetector.load(tmp_path / OOD_FILE).layers == ("", "layer3")
 
 
 def test_training_saves_the_detector_and_its_rates(trained_folder):
@@ -96,12 +115,9 @@ def test_the_app_shows_no_label_and_names_no_class_for_a_flagged_image(bundled, 
 
 def test_predict_csv_carries_the_flag(grey_photo, tmp_path):
     import csv
-    import subprocess
-    import sys
 
     example = ROOT / "examples" / "glioma_axial.jpg"
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "predict", "--model", str(ROOT / "model"), str(grey_photo),
-                        str(example), "--csv", str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=300)
+    r = run_cli("predict", "--model", ROOT / "model", grey_photo, example, "--csv", tmp_path / "p.csv")
     assert r.returncode == 0, r.stderr
     rows = {Path(row["file"]).name: row for row in csv.DictReader(open(tmp_path / "p.csv"))}
     assert rows["camera.png"]["flagged"] == "1" and rows["camera.png"]["predicted"] == ""

@@ -1,8 +1,6 @@
 """A one-epoch run of a tiny timm model: the folder, the four loaders, the card, the CLI."""
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from PIL import Image
 
 from brain_mri import BrainMRIClassifier
 from brain_mri.config import CLASS_NAMES
-from conftest import TINY_ARGS, run_train
+from conftest import TINY_ARGS, run_cli, run_train
 
 EXPECTED_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "training_args.json",
                   "training_log.csv", "test_predictions.csv", "figures/confusion_leak_free.png",
@@ -192,8 +190,7 @@ def test_evaluate_cli_reproduces_card(trained_folder, evaluated):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "evaluate", "--model", str(tmp_path), "--data", "x"],
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("evaluate", "--model", tmp_path, "--data", "x")
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
 
 
@@ -206,8 +203,7 @@ def test_card_rendered_again_with_notes(trained_folder, tmp_path):
     before = (folder / "README.md").read_text()
     notes = tmp_path / "notes.md"
     notes.write_text("### Backbone sweep\n| model | val macro-F1 |\n|---|---:|\n| test_resnet | 0.5 |\n")
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "card", "--model", str(folder), "--notes", str(notes)],
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("card", "--model", folder, "--notes", notes)
     assert r.returncode == 0, r.stderr[-2000:]
     after = (folder / "README.md").read_text()
     assert "## Model selection and explanations" in after and "| test_resnet | 0.5 |" in after
@@ -215,8 +211,7 @@ def test_card_rendered_again_with_notes(trained_folder, tmp_path):
     # everything else is the same card
     assert after.replace(after[after.index("## Model selection"):after.index("## Limitations")], "") == before
     # rendering again without --notes keeps the notes given last time
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "card", "--model", str(folder)],
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("card", "--model", folder)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (folder / "README.md").read_text() == after
 
@@ -260,7 +255,6 @@ def test_pickled_weights_are_refused_unopened(trained_folder, tmp_path):
     with pytest.raises(ValueError, match=r"no model.safetensors \(only pytorch_model.bin\).*safetensors weights only"):
         BrainMRIClassifier.from_pretrained(folder)
     assert not marker.exists()
-    r = subprocess.run([sys.executable, "-m", "brain_mri", "predict", "--model", str(folder), str(out / "README.md")],
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("predict", "--model", folder, out / "README.md")
     assert r.returncode == 2 and "safetensors weights only" in r.stderr and "Traceback" not in r.stderr
     assert not marker.exists()

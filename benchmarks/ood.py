@@ -165,9 +165,9 @@ def other_modalities():
     yield "microaneurysms", data.microaneurysms()
     from matplotlib import cbook
 
-    for name in ("jacksboro_fault_dem.npz", "topobathy.npz"):
+    for name, key in (("jacksboro_fault_dem.npz", "elevation"), ("topobathy.npz", "topo")):
         with np.load(cbook.get_sample_data(name, asfileobj=False)) as z:
-            grid = z["elevation"].astype(np.float32)
+            grid = z[key].astype(np.float32)
         yield f"terrain {name}", ((grid - grid.min()) / (np.ptp(grid) or 1) * 255).astype(np.uint8)
 
 

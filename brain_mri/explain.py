@@ -224,11 +224,16 @@ def _find_pooled(model: torch.nn.Module):
         layer = target_layer_for(model)[0]
     except UnsupportedArchitecture:
         return None
-    was_training = model.training
-    with LayerTap(layer) as tap, torch.no_grad():  # does the head pool that layer?
-        model.eval()(torch.zeros(1, 3, 64, 64, device=head.weight.device))
-    model.train(was_training)
-    return (head, layer) if tap.output.shape[1] == head.in_features else None
+    was_training, size = model.training, getattr(model, "pretrained_cfg", {}).get("input_size", (3, 64, 64))
+    try:
+        with LayerTap(layer) as tap, torch.no_grad():  # does the head pool that layer?
+            model.eval()(torch.zeros(1, *size, device=head.weight.device))
+    except Exception:  # noqa: BLE001 - a model that cannot take the probe gets pytorch-grad-cam, as before
+        return None
+    finally:
+        model.train(was_training)
+    pooled = tap.output.ndim == 4 and tap.output.shape[1] == head.in_features  # an N x C x H x W map of the head's width
+    return (head, layer) if pooled else None
 
 
 class LayerTap:

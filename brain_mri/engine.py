@@ -126,10 +126,7 @@ def run_training(cfg: TrainConfig) -> Path:
         raise ValueError(f"--box-loss needs tumour boxes: {cfg.data} has no tumour_boxes.csv (see the dataset README).")
     if cfg.box_loss and mixup is not None:
         raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: a mixed image has no one tumour box.")
-    if cfg.ood_imagenet:  # its weights are found and mapped now, not after the run
-        from .ood import ImageNetStage
-
-        ImageNetStage.from_spec(cfg.ood_imagenet)
+    ood_backbone = _ood_backbone(cfg)  # its weights are found and mapped now, not after the run
     if cfg.push_to_hub:  # a bad repo id fails now, not after the run
         from .hub import check_repo_id
 
@@ -163,7 +160,7 @@ def run_training(cfg: TrainConfig) -> Path:
     state = _fit(cfg, trainer, loaders, out)
 
     accelerator.wait_for_everyone()
-    _finish(cfg, trainer, loaders, bundle, data_config, state, init)
+    _finish(cfg, trainer, loaders, bundle, data_config, state, init, ood_backbone)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if cfg.push_to_hub and accelerator.is_main_process:
@@ -281,7 +278,7 @@ def _localisation(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict
 
 
 def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundle, data_config: dict,
-            state: dict, init: dict | None) -> None:
+            state: dict, init: dict | None, ood_backbone=None) -> None:
     """Best weights -> temperature on validation -> test metrics -> the model folder (main process writes).
 
     Everything is written into ``.export`` first and then renamed into place, which needs no disk space:
@@ -310,7 +307,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
             "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
             **_run_facts(accelerator, bundle, state, init),
         }
-        detector, metrics["ood"] = fit_ood(final, bundle, data_config, backbone=_ood_backbone(cfg))
+        detector, metrics["ood"] = fit_ood(final, bundle, data_config, backbone=ood_backbone)
         detector.save(stage)
         grid = _localisation(cfg, export, bundle, data_config, metrics, stage)
         (stage / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -140,7 +140,10 @@ class BrainMRIClassifier:
             return None
         if self.ood.backbone is None:
             return self.ood.score(tap.features)
-        mean, std = (torch.tensor(self.data_config[k], device=batch.device).view(1, -1, 1, 1) * 255 for k in ("mean", "std"))
+        if not hasattr(self, "_grey"):  # the model's normalisation, undone: once, not per request
+            self._grey = [torch.tensor(self.data_config[k], device=batch.device).view(1, -1, 1, 1) * 255
+                          for k in ("mean", "std")]
+        mean, std = self._grey
         return self.ood.score(self.ood.backbone(batch * std + mean))
 
     def assess(self, images) -> list[dict]:

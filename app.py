@@ -11,16 +11,19 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from pathlib import Path
 
 import gradio as gr
+from gradio import FileData
 
 from brain_mri import DISCLAIMER, BrainMRIClassifier
-from brain_mri.captions import caption, verdict
-from brain_mri.config import CAM_METHODS, DICOM_EXTENSIONS, DISPLAY_NAMES, IMAGE_EXTENSIONS, true_class
+from brain_mri.captions import caption
+from brain_mri.config import DICOM_EXTENSIONS, DISPLAY_NAMES, true_class
+from brain_mri.answers import ENCODERS, new_output_folder, save_png
+from brain_mri.examples import example_files, example_inputs, example_name
+from brain_mri.page import METHODS, facts_markdown, scan_html, summary_html
+from brain_mri.volumes import PLANES, VOLUME_SUFFIXES, is_volume, read_volume
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
@@ -28,16 +31,6 @@ MAX_FILE_SIZE = "20mb"
 #: Gradio deletes its copies of uploads and outputs (reports included) every FREQUENCY s once they are AGE s old.
 CACHE_DELETE = tuple(int(v) for v in os.environ.get("BRAIN_MRI_CACHE_DELETE", "300,1800").split(","))
 logger = logging.getLogger("app")
-
-
-def example_files(folder: Path = HERE / "examples") -> dict:
-    """``{name: path}`` of the shareable example slices (images and DICOM), by file name."""
-    return {p.name: p for p in sorted(folder.glob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS + DICOM_EXTENSIONS}
-
-
-def example_inputs(path: Path) -> list:
-    """``[image, dicom]``: the input an example file goes into."""
-    return [None, str(path)] if path.suffix.lower() in DICOM_EXTENSIONS else [str(path), None]
 
 
 class MRIImage(gr.Image):
@@ -60,17 +53,18 @@ def front_matter_model(readme: Path = HERE / "README.md") -> str | None:
         return None
 
 
-def load_model(requested: str | None) -> tuple[BrainMRIClassifier, str]:
-    """``(classifier, notice)``: ``requested``, $BRAIN_MRI_MODEL or the front matter's Hub model;
-    a Hub model that cannot be loaded (offline, missing) falls back to the bundled one, with a notice."""
+def load_model(requested: str | None) -> tuple[BrainMRIClassifier, tuple[str, str]]:
+    """``(classifier, (notice, detail))``: ``requested``, $BRAIN_MRI_MODEL or the front matter's Hub model;
+    a Hub model that cannot be loaded (offline, missing) falls back to the bundled one, with a one-line
+    notice for visitors and the reason as the detail."""
     source = requested or os.environ.get("BRAIN_MRI_MODEL") or front_matter_model()
-    notice = ""
+    notice = ("", "")
     if source and not Path(source).expanduser().exists() and "/" in source:
         try:
-            return BrainMRIClassifier.from_pretrained(source), ""
+            return BrainMRIClassifier.from_pretrained(source), notice
         except (OSError, ValueError, RuntimeError) as e:
             logger.warning("Cannot load %s (%s): using the bundled model", source, e)
-            notice = f"The Hub model {source} could not be loaded ({e}); this page uses the bundled model."
+            notice = (f"The Hub model {source} could not be loaded: this page uses the bundled model.", str(e))
             source = None
     try:
         return BrainMRIClassifier.from_pretrained(source or BUNDLED_MODEL), notice
@@ -106,30 +100,53 @@ def resolve_choice(value, options: dict, what: str, default: str) -> str:
 
 
 TARGETS = {"predicted": "predicted class", **DISPLAY_NAMES}
-METHODS = {k: name for k, (_, name) in CAM_METHODS.items()}
+
+
+PLANE_NAMES = {p: p.capitalize() for p in PLANES}
+HIDDEN = gr.update(visible=False)
 
 
 def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", target="predicted", opacity=0.5,
-            *, name: str | None = None):
-    """Classifies one brain MRI slice and explains the answer.
+            plane="axial", *, name: str | None = None):
+    """Classifies one brain MRI slice, or every slice of a whole scan, and explains the answer.
 
-    Returns the label (class probabilities), the image and its heatmap overlay at the upload's own
-    size, a JSON summary (class ids -> probabilities, model, CAM method, explained class), the
-    page's summary and a PNG report. An image that does not look like a brain MRI gets no label.
+    A slice gives the label (class probabilities), the image and its heatmap overlay at the upload's own
+    size, a JSON summary (class ids -> probabilities, model, CAM method, explained class), the page's
+    summary and a PNG report. A scan (NIfTI, a zip of a DICOM series, multi-frame DICOM) also gives the
+    plot of the probabilities along its slices and its top slices with their overlays; its JSON holds
+    every slice. An image that does not look like a brain MRI gets no label.
     """
     upload = dicom or image
     if not upload:
-        raise user_error("Upload an MRI slice first (JPEG, PNG or DICOM).")
+        raise user_error("Upload an MRI slice first (JPEG, PNG or DICOM), or a whole scan (NIfTI, DICOM zip).")
     method, target = resolve_choice(method, METHODS, "CAM method", "gradcam"), resolve_choice(target, TARGETS, "class", "predicted")
-    file_name = name or Path(str(upload)).name
+    if dicom and is_volume(dicom):
+        yield from analyse_scan(clf, dicom, method, resolve_choice(plane, PLANE_NAMES, "plane", "axial"), float(opacity),
+                                name or Path(str(dicom)).name, image)
+        return
+    yield (*analyse_slice(clf, image, dicom, method, target, opacity, name=name), HIDDEN, HIDDEN)
+
+
+def failing_politely(file_name: str, work, *args, **kwargs):
+    """``work(*args, **kwargs)``; a ValueError (the user's file) becomes one line on the page, any other error
+    is logged with its traceback and the page says only that it was."""
     try:
-        e = clf.explain(upload, method=method, target=None if target == "predicted" else target, opacity=float(opacity))
+        return work(*args, **kwargs)
     except ValueError as err:  # the user's file: say why in one line, with the name they gave it
         raise user_error(str(err)) from None  # messages name files, never their folders
     except Exception:  # a bug of ours: the log gets the traceback, the page one line
         logger.exception("analysing %s failed", file_name)
         raise gr.Error(f"Something went wrong while analysing {html.escape(file_name)}; it was logged. "
-                       "Try another image.", print_exception=False) from None
+                       "Try another file.", print_exception=False) from None
+
+
+def analyse_slice(clf: BrainMRIClassifier, image, dicom, method: str, target: str, opacity, *, name: str | None = None):
+    """One slice: ``(label, views, details, summary, report)`` (see :func:`analyse`)."""
+    upload = dicom or image
+    name = name or example_name(upload, HERE / "examples")
+    file_name = name or Path(str(upload)).name
+    e = failing_politely(file_name, clf.explain, upload, method=method,
+                         target=None if target == "predicted" else target, opacity=float(opacity))
     shown_name = model_name(clf)
     details = {"file": file_name, "probabilities": e.probabilities, "predicted": None if e.warning else e.predicted,
                "explained_class": e.target, "cam_method": method, "model": shown_name, "warning": e.warning}
@@ -148,53 +165,36 @@ def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", t
     return label, tuple(views), details, summary_html(details, name, notes), str(report)
 
 
-ANSWERS = Path(tempfile.mkdtemp(prefix="brain-mri-answers-"))
-ENCODERS = ThreadPoolExecutor(4, thread_name_prefix="png")
-atexit.register(shutil.rmtree, ANSWERS, ignore_errors=True)
+TOP_SLICES = 4  # the slices of a scan shown with their heatmaps
 
 
-def new_output_folder(keep_seconds: float = 5) -> Path:
-    """A fresh folder for one answer's files. Gradio copies them into its own cache (deleted on its
-    schedule) as soon as the handler returns, so folders older than ``keep_seconds`` are removed here."""
-    now = time.time()
-    for old in ANSWERS.iterdir():
-        try:
-            stale = now - old.stat().st_mtime > keep_seconds
-        except FileNotFoundError:  # another request removed it
-            continue
-        if stale:
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=ANSWERS))
+def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity: float, file_name: str, image=None):
+    """A whole scan (see :func:`analyse`): yields the scores, the plot and the top slices first, then the same
+    with the top slices' heatmaps and the report."""
+    from brain_mri.report import probability_plot, write_volume_report
+    from brain_mri.scans import top_slices
 
-
-def save_png(array, path: Path) -> str:
-    """Saves an image array as a fast PNG (zlib level 1: Gradio's own level 6 costs as much as the model)."""
-    from PIL import Image
-
-    Image.fromarray(array).save(path, compress_level=1)
-    return str(path)
-
-
-def summary_html(details: dict, example: str | None, notes: list) -> str:
-    """The page's answer: probabilities with one decimal, the heatmap's subject and a link to share."""
-    d = details
-    if d["warning"]:
-        head = f"<h3>⚠️ No answer</h3><p>{html.escape(d['warning'])}</p>"
-    else:
-        rows = "".join(
-            f"<tr><td>{'<b>' if c == d['predicted'] else ''}{DISPLAY_NAMES[c]}</td>"
-            f"<td style='width:60%'><div style='background:#4a7dd6;height:12px;width:{p * 100:.1f}%'></div></td>"
-            f"<td style='text-align:right'>{p:.1%}</td></tr>" for c, p in d["probabilities"].items())
-        head = f"<h3>{DISPLAY_NAMES[d['predicted']]}</h3><table style='width:100%'>{rows}</table>"
-    truth = true_class(example) if example else None
-    if truth:
-        notes.append(f"True class of this example: <b>{DISPLAY_NAMES[truth]}</b>{verdict(truth, d['predicted'], d['warning'])}")
-    subject = "the top class, which is no answer" if d["warning"] else f"<b>{DISPLAY_NAMES[d['explained_class']]}</b>"
-    notes.append(f"Heatmap: <b>{METHODS[d['cam_method']]}</b> of {subject} · "
-                 f"model: {html.escape(d['model'])}")
-    notes.append(f"Link to this result: <a href='?example={html.escape(example)}'>?example={html.escape(example)}</a>"
-                 if example else "Uploads are not stored: download the report to share this result.")
-    return head + "".join(f"<p>{n}</p>" for n in notes)
+    volume = failing_politely(file_name, read_volume, path)
+    volume.name = file_name  # the upload's own name, not the server's copy
+    a = failing_politely(file_name, clf.assess_volume, volume, plane, top=0)
+    ranked, folder = top_slices(a.slices, TOP_SLICES), new_output_folder()
+    details = {**a.to_dict(), "top_slices": ranked, "cam_method": method, "model": model_name(clf)}
+    notes = ["Both an image and a scan were given: the scan was analysed."] if image else []
+    if len(a.flagged) == len(a.slices):
+        gr.Warning("No slice of this scan was taken for a brain MRI slice, so there is no answer.")
+    plot = save_png(probability_plot(a, ranked), folder / "plot.png")
+    firsts = [volume.slice(i, plane) for i in ranked]
+    slider = (firsts[0], firsts[0]) if firsts else None
+    yield (None, slider, details, scan_html(details, notes + ["Heatmaps of the top slices: being computed…"]),
+           gr.update(), gr.update(value=plot, visible=True),
+           gr.update(value=[(im, f"slice {i}") for i, im in zip(ranked, firsts)], visible=bool(ranked)))
+    failing_politely(file_name, clf.explain_top, volume, a, TOP_SLICES, method, opacity)
+    report = folder / f"{Path(file_name).name.split('.')[0]}_report.png"
+    write_volume_report(a, probability_plot(a), details["model"], report)
+    top = [(e.overlay, f"slice {i}: {DISPLAY_NAMES[e.predicted]} {e.probabilities[e.predicted]:.0%}") for i, e in a.top]
+    notes.append(f"Heatmap: <b>{METHODS[method]}</b> of each slice's top class · model: {html.escape(details['model'])}")
+    yield (None, (a.top[0][1].image, a.top[0][1].overlay) if a.top else None, details, scan_html(details, notes),
+           str(report), gr.update(value=plot, visible=True), gr.update(value=top, visible=bool(top)))
 
 
 def gallery_cards(clf: BrainMRIClassifier, examples: dict) -> list:
@@ -215,13 +215,14 @@ def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
     if path is None:
         if name:
             gr.Warning(f"No example called {html.escape(repr(name))}.")
-        return (gr.update(),) * 7 + (gr.Tabs(),)
+        return (gr.update(),) * 9 + (gr.Tabs(),)
     inputs = example_inputs(path)
-    return (*inputs, *analyse(clf, *inputs, name=name), gr.Tabs(selected="analyse"))
+    return (*inputs, *analyse_slice(clf, *inputs, "gradcam", "predicted", 0.5, name=name), HIDDEN, HIDDEN,
+            gr.Tabs(selected="analyse"))
 
 
-def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: str = "") -> gr.Blocks:
-    examples = example_files() if examples is None else examples
+def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: tuple = ("", "")) -> gr.Blocks:
+    examples = example_files(HERE / "examples") if examples is None else examples
     # cached example outputs belong to this demo's model: never to a previous run's, nor another demo's
     os.environ["GRADIO_EXAMPLES_CACHE"] = cached = tempfile.mkdtemp(prefix="brain-mri-examples-")
     atexit.register(shutil.rmtree, cached, ignore_errors=True)
@@ -230,7 +231,10 @@ def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: st
                     "Drop a brain MRI slice: the model gives the probabilities of glioma, meningioma, "
                     "pituitary tumour and no tumour, and the heatmap shows what drove its answer.")
         gr.Markdown(f"> **Medical disclaimer.** {DISCLAIMER}")
-        gr.Markdown(f"**Weights in use:** {model_name(clf)}" + (f"  \n⚠️ {notice}" if notice else ""))
+        gr.Markdown(f"**Weights in use:** {model_name(clf)}" + (f" · ⚠️ {notice[0]}" if notice[0] else ""))
+        if notice[1]:  # the reason, for those who ask: one click away
+            with gr.Accordion("Why the bundled model?", open=False):
+                gr.Markdown(html.escape(notice[1]))
         with gr.Tabs() as tabs:
             with gr.Tab("Analyse", id="analyse"):
                 inputs, outputs = analyse_tab(partial(analyse, clf), examples)
@@ -247,13 +251,37 @@ def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: st
                     return open_example(clf, examples, list(examples)[evt.index])
 
                 gallery.select(on_select, None, shown, api_visibility="private")
-        gr.Markdown(facts_markdown(clf))
+        gr.Markdown(facts_markdown(clf.facts(), model_name(clf)))
 
         def on_load(request: gr.Request):  # /?example=<name> opens the page with that example analysed
             return open_example(clf, examples, dict(request.query_params).get("example"))
 
         demo.load(on_load, None, shown, api_visibility="private")
+
+        def predict_volume(files: list[FileData], plane: str = "axial") -> dict:
+            """Scores every slice of a whole scan: a NIfTI file, a zip of one DICOM series, a multi-frame
+            DICOM, or several DICOM files of one series. Returns per-slice probabilities, the flagged and
+            top slices and the summary (the model judges slices, not patients)."""
+            return scan_json(clf, files, plane)
+
+        gr.api(predict_volume, api_name="predict_volume")
     return demo
+
+
+def scan_json(clf: BrainMRIClassifier, files: list, plane: str) -> dict:
+    """The ``predict_volume`` endpoint's answer (:meth:`~brain_mri.scans.VolumeAssessment.to_dict`, the model)."""
+    from brain_mri.scans import top_slices
+
+    files = [files] if isinstance(files, (str, dict)) else list(files or [])
+    paths = [f.get("path") if isinstance(f, dict) else f for f in files]
+    if not paths or not all(isinstance(p, str) for p in paths):
+        raise user_error("Send the scan as one file (NIfTI, zip, multi-frame DICOM) or as several DICOM files.")
+    name = files[0].get("orig_name") if len(files) == 1 and isinstance(files[0], dict) else None
+    name = name or (Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} DICOM files")
+    volume = failing_politely(name, read_volume, paths if len(paths) > 1 else paths[0])
+    volume.name = name
+    a = failing_politely(name, clf.assess_volume, volume, resolve_choice(plane, PLANE_NAMES, "plane", "axial"), top=0)
+    return {**a.to_dict(), "top_slices": top_slices(a.slices, TOP_SLICES), "model": model_name(clf)}
 
 
 def analyse_tab(run, examples: dict):
@@ -262,8 +290,10 @@ def analyse_tab(run, examples: dict):
         with gr.Column(scale=2):
             image = MRIImage(label="MRI slice (JPEG or PNG: drop, click or paste)", type="filepath",
                              sources=["upload", "clipboard"], image_mode=None, height=360)
-            dicom = gr.File(label="…or a DICOM file (.dcm; analysed instead of the image when both are given)",
-                            file_types=list(DICOM_EXTENSIONS), type="filepath")
+            dicom = gr.File(label="…or a DICOM file, or a whole scan: NIfTI (.nii, .nii.gz), a DICOM series as a .zip, "
+                                  "or a multi-frame DICOM (analysed instead of the image when both are given)",
+                            file_types=[*DICOM_EXTENSIONS, *VOLUME_SUFFIXES, ".gz"], type="filepath", elem_id="scan-input")
+            plane = gr.Dropdown(list(PLANE_NAMES.values()), value=PLANE_NAMES["axial"], label="Plane (whole scans)")
             method = gr.Dropdown(list(METHODS.values()), value=METHODS["gradcam"], label="CAM method",
                                  allow_custom_value=True)
             target = gr.Dropdown(list(TARGETS.values()), value=TARGETS["predicted"], label="Explain class",
@@ -272,31 +302,28 @@ def analyse_tab(run, examples: dict):
             button = gr.Button("Analyse", variant="primary")
         with gr.Column(scale=3):
             summary = gr.HTML(label="Summary")
-            views = gr.ImageSlider(label="Your image | Grad-CAM overlay (drag to compare)", type="numpy",
-                                   format="png", height=560, max_height=900)
+            # max_height below height: the images are fitted whole in the box (wheel or pinch zooms in)
+            views = gr.ImageSlider(label="Your image | Grad-CAM overlay (drag to compare; scroll to zoom)",
+                                   type="numpy", format="png", height=560, max_height=520, elem_id="answer-slider")
+            plot = gr.Image(label="Class probabilities along the scan", visible=False, elem_id="scan-plot",
+                            buttons=["download", "fullscreen"])
+            top = gr.Gallery(label="Top slices (highest tumour probability) with their heatmaps", visible=False,
+                             columns=4, object_fit="contain", height="auto", elem_id="scan-top")
             report = gr.DownloadButton("Download report (PNG)", variant="secondary")
             label = gr.Label(label="Label", visible=False)
             details = gr.JSON(label="Details", visible=False)
-    inputs, outputs = [image, dicom, method, target, opacity], [label, views, details, summary, report]
+    inputs = [image, dicom, method, target, opacity, plane]
+    outputs = [label, views, details, summary, report, plot, top]
     button.click(run, inputs, outputs, api_name="predict",
-                 api_description="Classify a brain MRI slice (JPEG, PNG or DICOM) and explain the answer.")
-    if examples:
-        gr.Examples([example_inputs(p) for p in examples.values()],
-                    inputs=[image, dicom], outputs=outputs, fn=run, cache_examples=True, cache_mode="lazy",
-                    example_labels=[f"{n} ({DISPLAY_NAMES[true_class(n)]})" if true_class(n) else n for n in examples],
-                    label="Examples (true class in brackets)", examples_per_page=16)
+                 api_description="Classify a brain MRI slice (JPEG, PNG or DICOM) or every slice of a whole scan "
+                                 "(NIfTI, DICOM series zip, multi-frame DICOM) and explain the answer.")
+    for kind, column in (("image", 0), ("DICOM", 1)):  # thumbnails: one set per input (labels would hide them)
+        rows = [[example_inputs(p)[column]] for p in examples.values() if example_inputs(p)[column]]
+        if rows:
+            gr.Examples(rows, inputs=[(image, dicom)[column]], outputs=outputs, fn=run, cache_examples=True,
+                        cache_mode="lazy", label=f"Examples ({kind}; the file name says the true class)",
+                        examples_per_page=16)
     return inputs, outputs
-
-
-def facts_markdown(clf: BrainMRIClassifier) -> str:
-    facts = clf.facts()
-    lines = [f"**Model:** {model_name(clf)}" + (f" · `{facts['arch']}`" if facts["arch"] else "")
-             + (f", fine-tuned from ImageNet weights ({facts['initialisation']})" if facts["initialisation"] else "")]
-    if facts["dataset"]:
-        lines.append(f"**Trained on:** {facts['dataset']} (Kaggle Brain Tumor MRI Dataset, deduplicated)")
-    for split, m in facts["metrics"].items():
-        lines.append(f"**{split}:** " + ", ".join(f"{k} {v:.2%}" for k, v in m.items()))
-    return "  \n".join(lines)
 
 
 def main(argv=None):

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Fuzzes every decode path with Hypothesis: the image reader, DICOM and the app's handler.
+"""Fuzzes every decode path with Hypothesis: the image reader, DICOM, whole scans and the app's handler.
 
     python benchmarks/fuzz.py [--model model] [--examples 10000] [--seed 0]
 
 Inputs start from valid files (JPEG, PNG, TIFF, GIF, BMP, WebP and DICOM; odd modes and bit depths,
-extreme sizes, several frames, a decompression bomb, a zero-byte file) and are mutated: truncated,
+extreme sizes, several frames, a decompression bomb, a zero-byte file; NIfTI volumes, 4-D and oversized
+ones; zips of DICOM series, mixed, escaping or bombs) and are mutated: truncated,
 bytes flipped, inserted or deleted, headers overwritten. Each one is written under a random file name
 and given to the app's `analyse` handler (which reads it, explains it and writes its report).
 The only acceptable outcomes are a result or one clear message (ValueError / gr.Error) that names no
@@ -20,11 +21,14 @@ from pathlib import Path
 import numpy as np
 from hypothesis import strategies as st
 
-EXTENSIONS = (".jpg", ".png", ".tif", ".gif", ".bmp", ".webp", ".dcm")
+EXTENSIONS = (".jpg", ".png", ".tif", ".gif", ".bmp", ".webp", ".dcm", ".nii", ".nii.gz", ".zip")
+SCAN_INPUT = (".dcm", ".nii", ".nii.gz", ".zip")  # what the page's file input takes (the rest: its image input)
 
 
-def dicom_bytes(rows: int, cols: int, frames: int = 1, bits: int = 16, pixels: bytes | None = None) -> bytes:
-    """A minimal MR DICOM file; ``pixels`` may disagree with the declared size on purpose."""
+def dicom_bytes(rows: int, cols: int, frames: int = 1, bits: int = 16, pixels: bytes | None = None,
+                position: float | None = None, series: str = "1.2.3") -> bytes:
+    """A minimal MR DICOM file; ``pixels`` may disagree with the declared size on purpose; ``position``
+    places it in an axial series."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -39,6 +43,8 @@ def dicom_bytes(rows: int, cols: int, frames: int = 1, bits: int = 16, pixels: b
     ds.HighBit, ds.PixelRepresentation = bits - 1, 0
     if frames > 1:
         ds.NumberOfFrames = frames
+    if position is not None:
+        ds.SeriesInstanceUID, ds.ImageOrientationPatient, ds.ImagePositionPatient = series, [1, 0, 0, 0, 1, 0], [0, 0, position]
     rng = np.random.default_rng(rows * cols)
     dtype = np.uint16 if bits == 16 else np.uint8
     ds.PixelData = pixels if pixels is not None else rng.integers(0, 4000, (frames, rows, cols)).astype(dtype).tobytes()
@@ -83,6 +89,38 @@ def seed_files() -> list:
             seeds.append((".dcm", Path(examples.get_path(name)).read_bytes()))
         except Exception:  # an example this pydicom lacks
             continue
+    return seeds + scan_seeds(head)
+
+
+def scan_seeds(head: np.ndarray) -> list:
+    """Whole scans: NIfTI (3-D, 4-D, a header declaring billions of voxels) and zips of DICOM series."""
+    import tempfile
+    import zipfile
+
+    import nibabel as nib
+
+    volume = np.stack([head, np.roll(head, 3, axis=1), head[::-1]], axis=-1).astype(np.int16)
+    seeds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data, affine in (("a.nii.gz", volume, np.diag([1, 1, 3, 1.0])), ("b.nii", volume[::-1], np.eye(4)),
+                                   ("c.nii.gz", np.stack([volume] * 2, -1), np.eye(4))):
+            nib.save(nib.Nifti1Image(data, affine), f"{tmp}/{name}")
+            seeds.append((name[1:], Path(f"{tmp}/{name}").read_bytes()))
+    header = nib.Nifti1Header()
+    header.set_data_shape((3000, 3000, 3000))
+    seeds.append((".nii", header.binaryblock + b"\0" * 68))
+
+    def zipped(members):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in members:
+                z.writestr(name, data)
+        return buf.getvalue()
+
+    series = [(f"IM{k}.dcm", dicom_bytes(32, 32, position=k, series=f"1.2.{k // 2}")) for k in range(4)]
+    seeds += [(".zip", zipped([(n, dicom_bytes(32, 32, position=k)) for k, (n, _) in enumerate(series)])),
+              (".zip", zipped(series)), (".zip", zipped([("../../x.dcm", series[0][1])])),
+              (".zip", zipped([("big.dcm", b"\0" * 3_000_000)])), (".zip", zipped([("notes.txt", b"hello")]))]
     return seeds
 
 
@@ -111,6 +149,12 @@ def mutated_files(draw, seeds: list):
             data[spot:spot + 4] = draw(st.sampled_from([b"\xff\xff\xff\xff", b"\0\0\0\0", b"\x7f\xff\x7f\xff",
                                                         b"\x00\x01\x00\x00"]))
     return ext, bytes(data)
+
+
+def run_handler(app, clf, path: Path):
+    """The app's handler to its last answer, the file given to the input the page would put it in."""
+    scan = path.name.lower().endswith(SCAN_INPUT)
+    return list(app.analyse(clf, None, str(path)) if scan else app.analyse(clf, str(path)))[-1]
 
 
 def classify(call, folder: Path, ext: str, data: bytes):
@@ -154,7 +198,7 @@ def main():
 
     warnings.filterwarnings("ignore")
     clf = BrainMRIClassifier.from_pretrained(args.model)
-    call = partial(app.analyse, clf)
+    call = partial(run_handler, app, clf)
     folder = Path(tempfile.mkdtemp(prefix="brain-mri-fuzz-"))
     seeds = seed_files()
     for ext, data in seeds[:3]:  # warm: the first analysis builds caches that are no growth

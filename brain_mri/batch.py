@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import CLASS_NAMES, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, true_class
+from .volumes import VOLUME_SUFFIXES
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Prediction:
     warning: str | None = None  # why the image is not taken for a brain MRI slice: then no answer
     label: str | None = None
     ood_score: float | None = None  # distance to the training features (brain_mri.ood)
+    plane: str | None = None  # for a slice of a whole scan: its plane and index
+    slice: int | None = None
 
     @property
     def flagged(self) -> bool:
@@ -29,58 +32,100 @@ class Prediction:
         return self.warning is not None
 
 
-def find_images(paths) -> list[Path]:
-    """The files named, and every image or DICOM file under the folders named (recursive, sorted).
+def find_images(paths, series=()) -> list[Path]:
+    """The files named, and every image, DICOM or scan file (NIfTI, zip) under the folders named (recursive,
+    sorted); each folder in ``series`` is kept as it is, to be read as one DICOM series.
 
     A named file is kept whatever its extension (and even if missing): reading it decides.
     """
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(f for f in path.rglob("*")
-                            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS + DICOM_EXTENSIONS)
+            found += sorted(f for f in path.rglob("*") if f.is_file() and (
+                f.suffix.lower() in IMAGE_EXTENSIONS + DICOM_EXTENSIONS or f.name.lower().endswith(VOLUME_SUFFIXES)))
         else:
             found.append(path)
-    return found
+    return found + [Path(folder) for folder in series]
 
 
-def predict_files(clf, files, batch_size: int = 16, progress: bool = True):
-    """Predicts every readable file, ``batch_size`` at a time.
+def is_scan(path: Path) -> bool:
+    """A whole scan: a NIfTI file, a zip, a multi-frame DICOM, or a folder (one DICOM series)."""
+    from .volumes import is_volume
+
+    return path.is_dir() or (path.is_file() and is_volume(path))
+
+
+def read_scan(path: Path):
+    """A :class:`~brain_mri.volumes.Volume` of a scan file, or of the DICOM series in a folder."""
+    from .volumes import read_volume
+
+    if not path.is_dir():
+        return read_volume(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    if not files:
+        raise ValueError(f"{path.name} holds no file.")
+    volume = read_volume(files)
+    volume.name = path.name
+    return volume
+
+
+def predict_files(clf, files, batch_size: int = 16, progress: bool = True, plane: str = "axial"):
+    """Predicts every readable file, ``batch_size`` at a time; a whole scan gives one row per slice.
 
     Returns:
-        ``(predictions, skipped)``: a :class:`Prediction` per readable image, in order, and
-        ``(file, reason)`` for each file that could not be read as an image.
+        ``(predictions, skipped)``: a :class:`Prediction` per readable image or slice, in order, and
+        ``(file, reason)`` for each file that could not be read.
     """
     from tqdm.auto import tqdm
 
     from .images import to_pil_rgb
 
     predictions, skipped, pending = [], [], []
-    bar = tqdm(total=len(files), desc="predict", unit="image", disable=not progress)
+    bar = tqdm(total=len(files), desc="predict", unit="file", disable=not progress)
     for i, path in enumerate(files):
         try:
-            pending.append((path, to_pil_rgb(path)))
+            if is_scan(path):
+                predictions += _scan_rows(clf, path, plane, progress)
+            else:
+                pending.append((path, to_pil_rgb(path)))
         except (OSError, ValueError) as e:
             skipped.append((str(path), str(e) or type(e).__name__))
-        if pending and (len(pending) == batch_size or i == len(files) - 1):
+        if pending and (len(pending) == batch_size or i == len(files) - 1 or is_scan(files[i + 1])):
             for (p, _), a in zip(pending, clf.assess([rgb for _, rgb in pending])):
-                scores = a["probabilities"]
-                predictions.append(Prediction(str(p), max(scores, key=scores.get), scores, a["warning"],
-                                              true_class(p), a["ood_score"]))
+                predictions.append(_row(p, a, true_class(p)))
             pending = []
         bar.update(1)
     bar.close()
     return predictions, skipped
 
 
+def _row(path, assessed: dict, label=None, **where) -> Prediction:
+    scores = assessed["probabilities"]
+    return Prediction(str(path), max(scores, key=scores.get), scores, assessed["warning"], label,
+                      assessed["ood_score"], **where)
+
+
+def _scan_rows(clf, path: Path, plane: str, progress: bool) -> list[Prediction]:
+    """One row per slice of a scan, with a progress bar over its slices."""
+    from tqdm.auto import tqdm
+
+    volume = read_scan(path)
+    with tqdm(total=volume.count(plane), desc=volume.name, unit="slice", leave=False, disable=not progress) as bar:
+        a = clf.assess_volume(volume, plane, top=0, progress=lambda done, _: bar.update(done - bar.n))
+    return [_row(path, s, plane=plane, slice=k) for k, s in enumerate(a.slices)]
+
+
 def write_csv(predictions, path) -> None:
-    """One row per image: file, true class (if known), predicted class (empty when flagged), the four
-    probabilities, flagged (1 = not taken for a brain MRI slice), its distance to the training features, warning."""
+    """One row per image or slice: file, plane and slice index (scans), true class (if known), predicted class
+    (empty when flagged), the four probabilities, flagged (1 = not taken for a brain MRI slice), its distance
+    to the training features, warning."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged", "ood_score", "warning"])
+        w.writerow(["file", "plane", "slice", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged",
+                    "ood_score", "warning"])
         for p in predictions:
-            w.writerow([p.file, p.label or "", "" if p.flagged else p.predicted,
+            w.writerow([p.file, p.plane or "", "" if p.slice is None else p.slice, p.label or "",
+                        "" if p.flagged else p.predicted,
                         *[f"{p.probabilities[c]:.6f}" for c in CLASS_NAMES], int(p.flagged),
                         "" if p.ood_score is None else f"{p.ood_score:.2f}", p.warning or ""])
 

@@ -34,19 +34,24 @@ def _parser() -> argparse.ArgumentParser:
                         description="One row per readable image; unreadable files are listed on stderr and "
                                     "skipped (exit status 1 when any were).")
     pr.add_argument("--model", required=True, help="model folder or Hub repo id")
-    pr.add_argument("paths", nargs="+", metavar="PATH", help="image / DICOM files, or folders (searched recursively)")
+    pr.add_argument("paths", nargs="*", metavar="PATH", help="image, DICOM or scan files (NIfTI .nii / .nii.gz, a zip of "
+                    "one DICOM series, multi-frame DICOM: one row per slice), or folders (searched recursively)")
+    _scan_options(pr)
     out = pr.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="FILE", help="write the rows as CSV (default: JSON lines on stdout)")
     out.add_argument("--json", metavar="FILE", help="write the rows and the skipped files as one JSON document")
     g = sub.add_parser("gallery", help="a static web page of predictions and heatmaps (index.html + images)")
     g.add_argument("--model", required=True, help="model folder or Hub repo id")
-    g.add_argument("paths", nargs="+", metavar="PATH", help="image / DICOM files, or folders (searched recursively); "
-                   "a file inside a class folder (glioma/, meningioma/, notumor/, pituitary/) is scored against it")
+    g.add_argument("paths", nargs="*", metavar="PATH", help="image, DICOM or scan files, or folders (searched "
+                   "recursively); a file inside a class folder (glioma/, meningioma/, notumor/, pituitary/) is scored "
+                   "against it; a scan becomes one card with its top slices")
+    _scan_options(g)
     g.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced)")
     g.add_argument("--method", default="gradcam", help="CAM method (default %(default)s)")
     g.add_argument("--push-to-hub", metavar="USER/NAME", help="publish the folder as a static Space")
     sp = sub.add_parser("space", help="publish the demo as a Gradio Space (the weights stay in the model repo)")
-    sp.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the Space to create or update")
+    sp.add_argument("--repo-id", metavar="USER/NAME", help="the Space to create or update")
+    sp.add_argument("--out", metavar="DIR", help="only stage the Space's files into DIR (replaced), upload nothing")
     sp.add_argument("--source", default=".", metavar="DIR", help="the brain-mri checkout (default: here)")
     o = sub.add_parser("fit-ood", help="fit a model folder's 'not a brain MRI' detector (train.py does it)",
                        description="Writes ood.safetensors into the folder, fitted on the training split its "
@@ -66,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _scan_options(parser) -> None:
+    parser.add_argument("--series", action="append", default=[], metavar="DIR",
+                        help="a folder holding one DICOM series, read as one scan (repeatable)")
+    parser.add_argument("--plane", default="axial", choices=("axial", "coronal", "sagittal"),
+                        help="the plane a scan is cut in (default %(default)s)")
+
+
 def evaluate_cmd(args):
     from .evaluate import evaluate_model, format_table
 
@@ -78,9 +90,9 @@ def _model_and_files(args):
     from .inference import BrainMRIClassifier, configure_threads
 
     configure_threads()
-    files = find_images(args.paths)
+    files = find_images(args.paths, args.series)
     if not files:
-        raise ValueError(f"No image or DICOM files in {', '.join(args.paths)}.")
+        raise ValueError(f"No image, DICOM or scan files in {', '.join(args.paths) or 'no path'}.")
     return BrainMRIClassifier.from_pretrained(args.model), files
 
 
@@ -95,7 +107,7 @@ def predict_cmd(args) -> int:
     from .batch import predict_files, write_csv, write_json
 
     clf, files = _model_and_files(args)
-    predictions, skipped = predict_files(clf, files, progress=sys.stderr.isatty())
+    predictions, skipped = predict_files(clf, files, progress=sys.stderr.isatty(), plane=args.plane)
     if args.csv:
         write_csv(predictions, args.csv)
     elif args.json:
@@ -105,7 +117,7 @@ def predict_cmd(args) -> int:
             print(json.dumps(asdict(p)))
     _report_skipped(skipped)
     written = f", written to {args.csv or args.json}" if args.csv or args.json else ""
-    print(f"{len(predictions)} image(s) predicted{written}; {len(skipped)} unreadable file(s) skipped",
+    print(f"{len(predictions)} image(s) or slice(s) predicted{written}; {len(skipped)} unreadable file(s) skipped",
           file=sys.stderr)
     return 1 if skipped else 0
 
@@ -117,9 +129,10 @@ def gallery_cmd(args) -> int:
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)
     clf, files = _model_and_files(args)
-    summary = write_gallery(clf, files, Path(args.out), args.method, progress=sys.stderr.isatty())
+    summary = write_gallery(clf, files, Path(args.out), args.method, progress=sys.stderr.isatty(), plane=args.plane)
     _report_skipped(summary["skipped"])
-    print(f"wrote {Path(args.out) / 'index.html'}: {summary['images']} image(s)", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'index.html'}: {summary['images']} image(s), {summary['scans']} scan(s)",
+          file=sys.stderr)
     if args.push_to_hub:
         from .hub import push_to_hub
 
@@ -128,9 +141,15 @@ def gallery_cmd(args) -> int:
 
 
 def space_cmd(args):
-    from .hub import publish_space
+    from .hub import publish_space, stage_space
 
-    print(publish_space(Path(args.source), args.repo_id))
+    if args.out:
+        stage_space(Path(args.source), Path(args.out))
+        print(f"staged the Space in {args.out}: run it with python app.py --model FOLDER_OR_HUB_ID", file=sys.stderr)
+    if args.repo_id:
+        print(publish_space(Path(args.source), args.repo_id))
+    elif not args.out:
+        raise ValueError("Give --repo-id USER/NAME to publish the Space, or --out DIR to stage it.")
 
 
 def fit_ood_cmd(args):

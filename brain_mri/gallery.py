@@ -18,42 +18,76 @@ a{color:#9cf} .summary span{margin-right:1.5rem} .note{color:#bbb;max-width:60re
 .card{background:#1d1d1d;border-radius:8px;padding:.8rem;border:2px solid #333}
 .card.right{border-color:#2a6} .card.wrong{border-color:#c44} .card.flagged{border-color:#c80;border-style:dashed}
 .card img{width:49%;border-radius:4px} .card h3{font-size:.95rem;margin:.4rem 0;word-break:break-all}
-table{width:100%;font-size:.85rem} td.p{text-align:right} .warn{color:#fc6;font-size:.85rem}
+.scan{margin-top:1rem} .scan img.plot{width:100%;max-width:900px} .scan figure{display:inline-block;width:300px;margin:.3rem}
+.scan figure img{width:49%} table{width:100%;font-size:.85rem} td.p{text-align:right} .warn{color:#fc6;font-size:.85rem}
 """
 
 
-def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool = True) -> dict:
-    """Explains every readable file and writes the site into ``out`` (replaced if it exists).
+def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool = True, plane: str = "axial") -> dict:
+    """Explains every readable file and writes the site into ``out`` (replaced if it exists); a whole scan
+    (:func:`~brain_mri.batch.is_scan`) becomes one card with its plot and top slices.
 
     Returns:
-        The summary: ``images``, ``labelled``, ``right``, ``wrong``, ``flagged`` and ``skipped``
+        The summary: ``images``, ``labelled``, ``right``, ``wrong``, ``flagged``, ``scans`` and ``skipped``
         (``(file, reason)`` pairs, also listed on the page).
     """
-    from PIL import Image
+    from .batch import is_scan
+
     from tqdm.auto import tqdm
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
-    cards, skipped = [], []
-    for k, path in enumerate(tqdm(files, desc="gallery", unit="image", disable=not progress)):
+    cards, scans, skipped = [], [], []
+    for k, path in enumerate(tqdm(files, desc="gallery", unit="file", disable=not progress)):
+        path, stem = Path(path), f"{k:04d}"
         try:
+            if is_scan(path):
+                scans.append(_scan_card(clf, path, plane, method, tmp / "images", stem))
+                continue
             e = clf.explain(path, method=method)
         except (OSError, ValueError) as err:
             skipped.append((str(path), str(err) or type(err).__name__))
             continue
-        stem = f"{k:04d}"
-        for kind, array in (("input", e.image), ("overlay", e.overlay)):
-            image = Image.fromarray(array)
-            image.thumbnail((512, 512))  # pages stay light; the app shows full size
-            image.save(tmp / "images" / f"{stem}_{kind}.png")
-        cards.append({"file": Path(path).name, "stem": stem, "label": true_class(path), "explanation": e})
-    summary = _summary(cards, skipped)
-    (tmp / "index.html").write_text(_page(cards, summary, clf.display_name(), method))
+        _save_pair(e, tmp / "images", stem)
+        cards.append({"file": path.name, "stem": stem, "label": true_class(path), "explanation": e})
+    summary = {**_summary(cards, skipped), "scans": len(scans)}
+    (tmp / "index.html").write_text(_page(cards, scans, summary, clf.display_name(), method))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return summary
+
+
+def _save_pair(e, folder: Path, stem: str) -> None:
+    from PIL import Image
+
+    for kind, array in (("input", e.image), ("overlay", e.overlay)):
+        image = Image.fromarray(array)
+        image.thumbnail((512, 512))  # pages stay light; the app shows full size
+        image.save(folder / f"{stem}_{kind}.png")
+
+
+def _scan_card(clf, path: Path, plane: str, method: str, folder: Path, stem: str) -> str:
+    """A scan's card: its summary, the probability plot and its top slices with their overlays."""
+    from PIL import Image
+
+    from .batch import read_scan
+    from .report import probability_plot
+
+    a = clf.assess_volume(read_scan(path), plane, top=3, method=method)
+    Image.fromarray(probability_plot(a)).save(folder / f"{stem}_plot.png")
+    slices = []
+    for index, e in a.top:
+        _save_pair(e, folder, f"{stem}_{index}")
+        slices.append(f'<figure><img src="images/{stem}_{index}_input.png" alt="slice {index}">'
+                      f'<img src="images/{stem}_{index}_overlay.png" alt="heatmap of slice {index}">'
+                      f"<figcaption>slice {index}: {DISPLAY_NAMES[e.predicted]} {e.probabilities[e.predicted]:.0%}"
+                      "</figcaption></figure>")
+    name = html.escape(a.name)
+    return (f'<div class="card scan"><h3>{name} · {html.escape(a.kind)} · {len(a.slices)} {plane} slices</h3>'
+            f'<img class=plot src="images/{stem}_plot.png" alt="class probabilities along {name}">'
+            f"<p>{html.escape(a.summary())}</p>{''.join(slices)}</div>")
 
 
 def _summary(cards, skipped) -> dict:
@@ -79,8 +113,8 @@ def _card(card) -> str:
             f"<p>{answer}{truth}</p>{warn}<table>{rows}</table></div>")
 
 
-def _page(cards, summary, model: str, method: str) -> str:
-    counts = f"<span>{summary['images']} images</span>"
+def _page(cards, scans, summary, model: str, method: str) -> str:
+    counts = f"<span>{summary['images']} images</span>" + (f"<span>{len(scans)} whole scans</span>" if scans else "")
     if summary["labelled"]:
         counts += (f"<span class=right-count>{summary['right']} right</span>"
                    f"<span class=wrong-count>{summary['wrong']} wrong</span>"
@@ -92,5 +126,6 @@ def _page(cards, summary, model: str, method: str) -> str:
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{STYLE}</style></head><body>"
             f"<h1>Brain MRI tumour classifier: gallery</h1><p class=summary>{counts}</p>"
             f"<p class=note>Model: {html.escape(model)} · heatmap: {CAM_METHODS[method][1]} of the predicted class. "
-            f"{html.escape(DISCLAIMER)}</p><div class=cards>{''.join(_card(c) for c in cards)}</div>{skipped}"
+            f"{html.escape(DISCLAIMER)}</p><div class=cards>{''.join(_card(c) for c in cards)}</div>"
+            f"{''.join(scans)}{skipped}"
             f"</body></html>\n")

@@ -100,30 +100,50 @@ def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: b
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", "pyproject.toml", "brain_mri", "examples")
 
 
+def stage_space(root: Path, out: Path) -> Path:
+    """Writes the Space's files from checkout ``root`` into ``out`` (replaced): ``SPACE_FILES`` without caches,
+    and a ``requirements.txt`` with what serving needs (the lines above ``# training only``; no test tools).
+
+    Raises:
+        HubError: a file missing from ``root``.
+    """
+    import shutil
+
+    root, out = Path(root), Path(out)
+    missing = [name for name in SPACE_FILES if not (root / name).exists()]
+    if missing:
+        raise HubError(f"{root.resolve().name} is not a brain-mri checkout: {', '.join(missing)} missing.")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name in SPACE_FILES:
+        src, dst = root / name, out / name
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi"))
+        else:
+            shutil.copy2(src, dst)
+    pins = (root / "requirements.txt").read_text().split(SERVING_ENDS)[0]
+    (out / "requirements.txt").write_text(pins.rstrip() + "\n")
+    return out
+
+
+#: requirements.txt's lines below this marker are for training only: the Space does not install them.
+SERVING_ENDS = "# training only"
+
+
 def publish_space(root: Path, repo_id: str, token: str | None = None) -> str:
-    """Uploads the demo in checkout ``root`` as a Gradio Space (``SPACE_FILES``, no weights).
+    """Uploads the demo in checkout ``root`` as a Gradio Space (:func:`stage_space`, no weights).
 
     Staged in a temporary folder that is always removed: offline or refused, nothing is left behind.
 
     Raises:
         HubError: offline, no token, a file missing from ``root``, or the Hub refused the upload.
     """
-    import shutil
     import tempfile
 
     check_repo_id(repo_id)
-    root = Path(root)
-    missing = [name for name in SPACE_FILES if not (root / name).exists()]
-    if missing:
-        raise HubError(f"{root.resolve().name} is not a brain-mri checkout: {', '.join(missing)} missing.")
-    reason = hub_unreachable_reason()
-    if reason:
-        raise HubError(f"Cannot publish the Space {repo_id}: {reason}. Nothing was written.")
     with tempfile.TemporaryDirectory(prefix="brain-mri-space-") as tmp:
-        for name in SPACE_FILES:
-            src, dst = root / name, Path(tmp) / name
-            if src.is_dir():
-                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi"))
-            else:
-                shutil.copy2(src, dst)
-        return push_to_hub(Path(tmp), repo_id, token, repo_type="space", space_sdk="gradio")
+        stage_space(root, Path(tmp) / "space")
+        reason = hub_unreachable_reason()
+        if reason:
+            raise HubError(f"Cannot publish the Space {repo_id}: {reason}. Nothing was written.")
+        return push_to_hub(Path(tmp) / "space", repo_id, token, repo_type="space", space_sdk="gradio")

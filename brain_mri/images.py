@@ -119,7 +119,7 @@ def _check_declared_size(ds, name: str) -> None:
     """Refuses multi-frame files and pixel data larger than PIL's bomb limit, from the header alone."""
     frames = int(getattr(ds, "NumberOfFrames", None) or 1)
     if frames > 1:
-        raise _Refused(f"{name} holds {frames} frames; upload a single slice.")
+        raise _Refused(f"{name} holds {frames} frames: it is a whole scan, read as one by assess_volume (and the app).")
     if "PixelData" not in ds:
         raise _Refused(f"Cannot read {name} as DICOM: it holds no image (no pixel data).")
     rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)

@@ -118,20 +118,24 @@ class BrainMRIClassifier:
         """N x 4 probabilities for a list of images, in one batch."""
         return self._forward(self.preprocess(images))[0]
 
-    def _forward(self, batch: torch.Tensor):
+    def _forward(self, batch: torch.Tensor, ood: bool = True):
         """(N x 4 probabilities, N distances to the training features or None) in one pass."""
-        with self._lock, torch.inference_mode(), self._tap() as tap:
+        with self._lock, torch.inference_mode(), self._tap(ood) as tap:
             probs = torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
-            return probs, self._ood_scores(batch, tap)
+            return probs, self._ood_scores(batch, tap) if ood else None
 
-    def _tap(self):
+    def _tap(self, ood: bool = True):
         """A :class:`~brain_mri.ood.FeatureTap` when the detector scores the model's own features, else nothing."""
         from contextlib import nullcontext
 
         from .ood import FeatureTap
 
-        own = self.ood is not None and self.ood.backbone is None
-        return FeatureTap(self.model, self.ood.layers) if own else nullcontext()
+        return FeatureTap(self.model, self.ood.layers) if ood and self._own_features else nullcontext()
+
+    @property
+    def _own_features(self) -> bool:
+        """Whether the detector scores the model's own features (tapped in its forward pass)."""
+        return self.ood is not None and self.ood.backbone is None
 
     def _ood_scores(self, batch: torch.Tensor, tap) -> np.ndarray | None:
         """The detector's distances for a normalised batch: from the tapped features, or from its frozen
@@ -149,23 +153,97 @@ class BrainMRIClassifier:
     def assess(self, images) -> list[dict]:
         """Per image: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a brain MRI
         slice, else None: then give no answer) and ``ood_score`` (see :mod:`brain_mri.ood`)."""
-        rgbs = [to_pil_rgb(im) for im in images]
-        probs, scores = self._forward(self._batch(rgbs))
+        return self._rows(*self._prepare([to_pil_rgb(im) for im in images]))
+
+    def _prepare(self, rgbs, ood: bool = False):
+        """``(batch, pixel checks, detector scores)`` of RGB images: all that may run beside the model.
+        The scores come here only when ``ood`` and the detector has its own frozen stage: that stage is
+        another module, which no CAM hooks, so it needs no lock."""
+        from .quality import mri_warning
+
+        batch = self._batch(rgbs)
+        scores = None
+        if ood and self.ood is not None and not self._own_features:
+            with torch.inference_mode():
+                scores = self._ood_scores(batch, None)
+        return batch, [mri_warning(rgb) for rgb in rgbs], scores
+
+    def _rows(self, batch: torch.Tensor, checks: list, scores=None) -> list[dict]:
+        probs, own = self._forward(batch, ood=scores is None)
+        scores = own if scores is None else scores
         rows = []
-        for i, (rgb, row) in enumerate(zip(rgbs, probs)):
+        for i, row in enumerate(probs):
             score = None if scores is None else float(scores[i])
             rows.append({"probabilities": {c: float(p) for c, p in zip(self.class_names, row)},
-                         "warning": self.warning(rgb, score), "ood_score": score})
+                         "warning": checks[i] or self._far(score), "ood_score": score})
         return rows
+
+    def assess_volume(self, volume, plane: str = "axial", top: int = 4, method: str = "gradcam",
+                      opacity: float = 0.5, batch_size: int = 16, progress=None):
+        """Scores every slice of a whole scan, then explains the slices with the highest tumour probability.
+
+        Each slice is judged on its own, as a single upload would be, with the not-a-brain-MRI checks;
+        CAMs are computed only for the ``top`` slices shown.
+
+        Args:
+            volume: a :class:`~brain_mri.volumes.Volume`, or what :func:`~brain_mri.volumes.read_volume`
+                reads: a NIfTI file, a zip of one DICOM series, a multi-frame DICOM file, or a list of
+                DICOM files of one series.
+            plane: ``axial`` (default), ``coronal`` or ``sagittal``.
+            top: how many slices to explain.
+            method, opacity: as for :meth:`explain`.
+            batch_size: slices per forward pass.
+            progress: called with ``(slices done, slices in all)`` after each batch.
+
+        Returns:
+            A :class:`~brain_mri.scans.VolumeAssessment`.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .scans import VolumeAssessment
+        from .volumes import Volume, read_volume
+
+        vol = volume if isinstance(volume, Volume) else read_volume(volume)
+        n = vol.count(plane)
+
+        def prepare(start):
+            rgbs = [to_pil_rgb(vol.slice(i, plane)) for i in range(start, min(start + batch_size, n))]
+            return self._prepare(rgbs, ood=True)
+
+        rows = []
+        # the next batch is cut and checked on a second core while the model runs this one
+        # (torch's thread count is set per thread in OpenMP: a new thread is given this one's, not all cores)
+        with ThreadPoolExecutor(1, "slices", torch.set_num_threads, (torch.get_num_threads(),)) as pool:
+            pending = pool.submit(prepare, 0)
+            for start in range(0, n, batch_size):
+                prepared = pending.result()
+                if start + batch_size < n:
+                    pending = pool.submit(prepare, start + batch_size)
+                rows += self._rows(*prepared)
+                if progress:
+                    progress(len(rows), n)
+        return self.explain_top(vol, VolumeAssessment(vol.name, vol.kind, plane, rows), top, method, opacity)
+
+    def explain_top(self, volume, assessment, top: int = 4, method: str = "gradcam", opacity: float = 0.5):
+        """Fills ``assessment.top`` with the ``top`` answered slices of highest tumour probability, each
+        explained (:meth:`explain`, its own top class); returns ``assessment``."""
+        from .scans import top_slices
+
+        assessment.top = [(i, self.explain(volume.slice(i, assessment.plane), method, opacity=opacity))
+                          for i in top_slices(assessment.slices, top)]
+        return assessment
 
     def warning(self, rgb, ood_score: float | None) -> str | None:
         """Why an image is not taken for a brain MRI slice: blank, colour (:mod:`~brain_mri.quality`),
         or features far from the training slices (:mod:`~brain_mri.ood`); ``None`` when it is."""
-        from .ood import OOD_WARNING
         from .quality import mri_warning
 
-        far = ood_score is not None and ood_score > self.ood.threshold
-        return mri_warning(rgb) or (OOD_WARNING if far else None)
+        return mri_warning(rgb) or self._far(ood_score)
+
+    def _far(self, ood_score: float | None) -> str | None:
+        from .ood import OOD_WARNING
+
+        return OOD_WARNING if ood_score is not None and ood_score > self.ood.threshold else None
 
     def predict(self, image_or_list):
         """Class probabilities of one image (a dict) or a list of images (a list of dicts).

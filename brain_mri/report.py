@@ -77,13 +77,74 @@ def _probability_rows(draw, probabilities: dict, best: str, y: int, font) -> int
 
 def write_report(explanation, model_name: str, path, file_name: str | None = None) -> None:
     """Saves :func:`render_report` as a PNG that also carries the numbers as text (``brain-mri`` chunk, JSON)."""
+    e = explanation
+    _save(render_report(e, model_name, file_name), path, {
+        "file": file_name, "model": model_name, "probabilities": e.probabilities, "cam_method": e.method,
+        "explained_class": e.target, "warning": e.warning, "disclaimer": DISCLAIMER})
+
+
+def _save(page: Image.Image, path, numbers: dict) -> None:
+    """A PNG with ``numbers`` as JSON in its ``brain-mri`` text chunk; zlib level 1 (level 6 cost 4x the model)."""
     import json
 
     from PIL.PngImagePlugin import PngInfo
 
-    e = explanation
     info = PngInfo()
-    info.add_text("brain-mri", json.dumps({
-        "file": file_name, "model": model_name, "probabilities": e.probabilities, "cam_method": e.method,
-        "explained_class": e.target, "warning": e.warning, "disclaimer": DISCLAIMER}))
-    render_report(e, model_name, file_name).save(path, pnginfo=info, compress_level=1)  # zlib level 6 cost 4x the model
+    info.add_text("brain-mri", json.dumps(numbers))
+    page.save(path, pnginfo=info, compress_level=1)
+
+def probability_plot(assessment, marked=None, width: int = 900, height: int = 300) -> np.ndarray:
+    """The four class probabilities along a scan's slices, flagged slices shaded, the ``marked`` slices
+    (default: the explained top slices) dotted; an RGB array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    index = np.arange(len(assessment.slices))
+    for c, colour in zip(CLASS_NAMES, ("#d62728", "#1f77b4", "#7f7f7f", "#2ca02c")):
+        ax.plot(index, [s["probabilities"][c] for s in assessment.slices], color=colour, lw=1.5, label=DISPLAY_NAMES[c])
+    for k in assessment.flagged:
+        ax.axvspan(k - 0.5, k + 0.5, color="#f2c48d", alpha=0.6, lw=0)
+    for k in ([i for i, _ in assessment.top] if marked is None else marked):
+        ax.axvline(k, color="black", ls=":", lw=1)
+    ax.set(xlim=(-0.5, max(len(index) - 0.5, 0.5)), ylim=(0, 1), xlabel=f"{assessment.plane} slice",
+           ylabel="probability", title="Class probabilities per slice (shaded: no answer; dotted: slices shown)")
+    ax.legend(loc="upper left", fontsize=8, ncols=4, frameon=False)
+    canvas = FigureCanvasAgg(fig)  # no pyplot: no global state shared between requests
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def render_volume_report(assessment, plot: np.ndarray, model_name: str) -> Image.Image:
+    """A scan's report: the probability plot, the top slices with their overlays, the summary, model, disclaimer."""
+    font, side = _font(15), 200
+    top = assessment.top
+    width = max(plot.shape[1], len(top) * (side + MARGIN)) + 2 * MARGIN
+    summary = textwrap.wrap(assessment.summary(), 110)
+    height = 3 * MARGIN + plot.shape[0] + (2 * side + 3 * MARGIN if top else 0) + 20 * (len(summary) + 6) + 4 * MARGIN
+    page = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(page)
+    draw.text((MARGIN, MARGIN), f"Brain MRI tumour classifier: report on {assessment.name}", fill="black", font=_font(22))
+    page.paste(Image.fromarray(plot), (MARGIN, 3 * MARGIN))
+    y = 3 * MARGIN + plot.shape[0] + MARGIN
+    for k, (index, e) in enumerate(top):
+        x = MARGIN + k * (side + MARGIN)
+        draw.text((x, y), f"slice {index}: {DISPLAY_NAMES[e.predicted]} {e.probabilities[e.predicted]:.0%}",
+                  fill="black", font=font)
+        for row, array in enumerate((e.image, e.overlay)):
+            picture = Image.fromarray(np.asarray(array, dtype=np.uint8))
+            picture.thumbnail((side, side))
+            page.paste(picture, (x, y + MARGIN + row * (side + 4)))
+    y += (2 * side + 3 * MARGIN) if top else 0
+    method = CAM_METHODS[top[0][1].method][1] if top else "-"
+    lines = [*summary, "", f"Model: {model_name}", f"Heatmaps: {method} of each slice's top class", "",
+             *textwrap.wrap(DISCLAIMER, 110)]
+    draw.multiline_text((MARGIN, y), "\n".join(lines), fill="black", font=font, spacing=5)
+    return page
+
+
+def write_volume_report(assessment, plot: np.ndarray, model_name: str, path) -> None:
+    """Saves :func:`render_volume_report` as a PNG that also carries the per-slice numbers (``brain-mri`` chunk, JSON)."""
+    _save(render_volume_report(assessment, plot, model_name), path,
+          {**assessment.to_dict(), "model": model_name, "disclaimer": DISCLAIMER})

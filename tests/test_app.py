@@ -28,7 +28,12 @@ def server(answering_folder):
 def call(client, image=None, dicom=None, **kwargs):
     """Only what a test names is sent: every other input takes its default, as in the README's one-liner."""
     files = {k: handle_file(str(v)) for k, v in (("image", image), ("dicom", dicom)) if v}
-    return client.predict(**files, **kwargs, api_name="/predict")
+    return client.predict(**files, **kwargs, api_name="/predict")[:5]  # a slice: the scan's plot and top slices are hidden
+
+
+def answer(*args, **kwargs):
+    """The handler's last answer, as the page shows it; a slice's first five outputs."""
+    return list(app.analyse(*args, **kwargs))[-1][:5]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,7 @@ def good_inputs(tiny_data, tmp_path_factory):
 
 def test_the_readme_one_liner(server, good_inputs):
     client, out = server
-    label, views, details, summary, report = client.predict(handle_file(str(good_inputs["jpeg"])), api_name="/predict")
+    label, views, details, summary, report = client.predict(handle_file(str(good_inputs["jpeg"])), api_name="/predict")[:5]
     clf = BrainMRIClassifier.from_pretrained(out)
     expected = clf.predict(good_inputs["jpeg"])
     assert details["probabilities"] == pytest.approx(expected, abs=1e-5) and set(details["probabilities"]) == set(CLASS_NAMES)
@@ -90,12 +95,17 @@ def test_inputs_take_ids_or_shown_names(server, good_inputs):
 def test_api_reads_well(server):
     client, _ = server
     api = client.view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/predict"]  # page-load, gallery and example handlers stay private
+    # page-load, gallery and example handlers stay private
+    assert list(api["named_endpoints"]) == ["/predict", "/predict_volume"]
     endpoint = api["named_endpoints"]["/predict"]
-    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "dicom", "method", "target", "opacity"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "dicom", "method", "target", "opacity",
+                                                                     "plane"]
     assert all(p["parameter_has_default"] for p in endpoint["parameters"])
-    assert [r["label"] for r in endpoint["returns"]][:3] == ["Label", "Your image | Grad-CAM overlay (drag to compare)",
-                                                              "Details"]
+    assert [r["label"] for r in endpoint["returns"]][:3] == [
+        "Label", "Your image | Grad-CAM overlay (drag to compare; scroll to zoom)", "Details"]
+    volume = api["named_endpoints"]["/predict_volume"]
+    assert [p["parameter_name"] for p in volume["parameters"]] == ["files", "plane"]
+    assert "Scores every slice of a whole scan" in volume["description"]
 
 
 def _bad_files(d):
@@ -141,7 +151,7 @@ def test_names_are_escaped_on_the_page(answering_folder, tmp_path):
     path = tmp_path / "<b>x.png"
     path.write_bytes(b"not an image")
     with pytest.raises(gr.Error) as refused:
-        app.analyse(BrainMRIClassifier.from_pretrained(answering_folder[0]), str(path))
+        answer(BrainMRIClassifier.from_pretrained(answering_folder[0]), str(path))
     assert "<b>" not in refused.value.message and "&lt;b&gt;x.png" in refused.value.message
 
 
@@ -180,7 +190,7 @@ def test_not_an_mri_gets_a_warning_not_a_label(server, tmp_path, make):
 def test_analyse_without_a_server(answering_folder, good_inputs, tmp_path):
     out, _ = answering_folder
     clf = BrainMRIClassifier.from_pretrained(out)
-    label, (seen, overlay), details, summary, report = app.analyse(clf, str(good_inputs["jpeg"]), None, "layercam",
+    label, (seen, overlay), details, summary, report = answer(clf, str(good_inputs["jpeg"]), None, "layercam",
                                                                    "meningioma", 0.3)
     expected = clf.explain(good_inputs["jpeg"], method="layercam", target="meningioma", opacity=0.3)
     assert label == {DISPLAY_NAMES[c]: p for c, p in expected.probabilities.items()}
@@ -188,20 +198,20 @@ def test_analyse_without_a_server(answering_folder, good_inputs, tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(overlay)), expected.overlay)
     assert "Heatmap: <b>LayerCAM</b> of <b>Meningioma</b>" in summary and "Uploads are not stored" in summary
     # the DICOM input wins over the image input when both are given, and the page says so
-    dicom_label, _, _, summary, _ = app.analyse(clf, str(good_inputs["jpeg"]), str(good_inputs["dicom"]))
+    dicom_label, _, _, summary, _ = answer(clf, str(good_inputs["jpeg"]), str(good_inputs["dicom"]))
     assert dicom_label == {DISPLAY_NAMES[c]: p for c, p in clf.predict(good_inputs["dicom"]).items()}
     assert "the DICOM file was analysed" in summary
     with pytest.raises(gr.Error, match="Upload an MRI slice first"):
-        app.analyse(clf, None, None)
+        answer(clf, None, None)
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     with pytest.raises(gr.Error, match="Cannot read notes.jpg as an image") as err:
-        app.analyse(clf, str(bad))
+        answer(clf, str(bad))
     assert str(tmp_path) not in str(err.value)
     grey = tmp_path / "grey.png"
     Image.new("RGB", (200, 200), (128, 128, 128)).save(grey)
     with pytest.warns(UserWarning, match="blank or nearly constant"):
-        label, (_, overlay), details, summary, _ = app.analyse(clf, str(grey))
+        label, (_, overlay), details, summary, _ = answer(clf, str(grey))
     assert label is None and details["predicted"] is None and "blank" in summary
     assert np.asarray(Image.open(overlay)).shape[-1] == 3
 
@@ -211,7 +221,8 @@ def test_example_by_name_has_its_true_class_and_a_link(answering_folder):
     clf = BrainMRIClassifier.from_pretrained(out)
     examples = app.example_files()
     assert len(examples) >= 8 and {app.true_class(n) for n in examples} == set(CLASS_NAMES)
-    image, dicom, label, views, details, summary, report, tabs = app.open_example(clf, examples, "pituitary_sagittal.jpg")
+    image, dicom, label, views, details, summary, report, plot, top, tabs = app.open_example(
+        clf, examples, "pituitary_sagittal.jpg")
     assert image.endswith("pituitary_sagittal.jpg") and dicom is None and details["file"] == "pituitary_sagittal.jpg"
     assert "True class of this example: <b>Pituitary tumour</b>" in summary
     assert "?example=pituitary_sagittal.jpg" in summary
@@ -225,7 +236,8 @@ def test_app_uses_only_the_public_api():
     tree = ast.parse((app.HERE / "app.py").read_text())
     used = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("brain_mri")}
     used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("brain_mri")}
-    assert used == {"brain_mri", "brain_mri.captions", "brain_mri.config", "brain_mri.report"}
+    assert used == {"brain_mri", "brain_mri.answers", "brain_mri.captions", "brain_mri.config", "brain_mri.examples",
+                    "brain_mri.page", "brain_mri.report", "brain_mri.scans", "brain_mri.volumes"}
 
 
 def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):
@@ -239,10 +251,14 @@ def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):
     clf, notice = app.load_model(None)
     arch = json.loads((BUNDLED_MODEL / "config.json").read_text())["architecture"]
     assert app.model_name(clf).startswith(f"bundled model ({arch}, weights ")
-    assert "brain-mri/brain-mri-classifier could not be loaded" in notice and "HF_HUB_OFFLINE" in notice
+    short, detail = notice
+    assert "brain-mri/brain-mri-classifier could not be loaded" in short and "HF_HUB_OFFLINE" in detail
+    assert len(short) < 100 and "\n" not in short and "HF_HUB_OFFLINE" not in short  # one short line for visitors
     page = app.build_demo(clf, examples={}, notice=notice)
     shown = " ".join(str(b.value) for b in page.blocks.values() if isinstance(b, gr.Markdown))
     assert f"Weights in use:** bundled model ({arch}" in shown and "could not be loaded" in shown
+    folded = [b for b in page.blocks.values() if isinstance(b, gr.Accordion)]
+    assert len(folded) == 1 and not folded[0].open  # the reason: one click away
     assert str(BUNDLED_MODEL) not in shown
 
 
@@ -250,7 +266,8 @@ def test_model_facts_come_from_the_card(answering_folder):
     import json
 
     out, _ = answering_folder
-    facts = app.facts_markdown(BrainMRIClassifier.from_pretrained(out))
+    clf = BrainMRIClassifier.from_pretrained(out)
+    facts = app.facts_markdown(clf.facts(), app.model_name(clf))
     lf = json.loads((out / "metrics.json").read_text())["test"]["leak_free"]["calibrated"]["accuracy"]
     assert f"accuracy {round(lf, 4):.2%}" in facts and "test_resnet" in facts and "leak-free" in facts
 
@@ -259,11 +276,80 @@ def test_examples_and_gallery_only_when_examples_exist(answering_folder, good_in
     out, _ = answering_folder
     clf = BrainMRIClassifier.from_pretrained(out)
 
-    def blocks(demo, kind):
-        return [b for b in demo.blocks.values() if isinstance(b, kind)]
+    def blocks(demo, kind):  # the scan's top slices have their own gallery, always there
+        return [b for b in demo.blocks.values() if isinstance(b, kind) and b.elem_id != "scan-top"]
 
     empty = app.build_demo(clf, examples={})
     assert not blocks(empty, gr.Dataset) and not blocks(empty, gr.Gallery)
     one = app.build_demo(clf, examples={"glioma_x.jpg": good_inputs["jpeg"]})
     assert len(blocks(one, gr.Dataset)) == 1 and len(blocks(one, gr.Gallery)) == 1
-    assert blocks(one, gr.Dataset)[0].sample_labels == ["glioma_x.jpg (Glioma)"]
+    assert blocks(one, gr.Dataset)[0].sample_labels is None  # labels would replace the thumbnails
+
+
+def test_a_scan_gets_its_plot_top_slices_and_every_slice(server, tmp_path):
+    from volume_files import example_slices, write_nifti
+
+    client, out = server
+    names = ["notumor_axial_1.jpg", "glioma_axial.jpg", "notumor_axial_2.jpg", "pituitary_axial.jpg", "notumor_axial_3.jpg"]
+    scan = write_nifti(tmp_path / "scan.nii.gz", example_slices(names, 96), spacing=(1.0, 1.0, 4.0))
+    label, views, details, summary, report, plot, top = client.predict(dicom=handle_file(str(scan)), api_name="/predict")
+    assert not label and details["file"] == "scan.nii.gz" and details["kind"] == "NIfTI"
+    assert len(details["slices"]) == 5 and details["top_slices"] == [s[0] for s in sorted(
+        ((i, -r["tumour_probability"]) for i, r in enumerate(details["slices"]) if not r["flagged"]),
+        key=lambda t: (t[1], t[0]))][:4]
+    assert plot["visible"] and top["visible"]  # shown only for a scan (an update over the API)
+    assert Image.open(plot["value"]).size == (900, 300) and [Image.open(v).size for v in views] == [(96, 96)] * 2
+    assert [t["caption"].split(":")[0] for t in top["value"]] == [f"slice {i}" for i in details["top_slices"]]
+    assert "Whole scan: 5 axial slices" in summary and "judges each slice on its own" in summary
+    assert str(tmp_path) not in summary
+    numbers = json.loads(Image.open(report).text["brain-mri"])
+    assert len(numbers["slices"]) == 5 and numbers["top_slices"] == details["top_slices"]
+    coronal = client.predict([handle_file(str(scan))], "Coronal", api_name="/predict_volume")
+    assert coronal["plane"] == "coronal" and len(coronal["slices"]) == 96 and coronal["model"] == details["model"]
+    with pytest.raises(Exception, match="no DICOM image"):
+        import zipfile
+
+        with zipfile.ZipFile(tmp_path / "notes.zip", "w") as z:
+            z.writestr("notes.txt", "nothing")
+        client.predict(dicom=handle_file(str(tmp_path / "notes.zip")), api_name="/predict")
+
+
+def test_the_staged_space_starts_and_answers(answering_folder, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, run_cli
+
+    out, _ = answering_folder
+    space = tmp_path / "space"
+    r = run_cli("space", "--out", space, "--source", ROOT)
+    assert r.returncode == 0, r.stderr
+    pins = (space / "requirements.txt").read_text()
+    assert "gradio==" in pins and "nibabel==" in pins and "torch==" in pins
+    assert not any(tool in pins for tool in ("pytest", "playwright", "hypothesis", "datasets", "accelerate"))
+    assert {p.name for p in space.iterdir()} == {"app.py", "requirements.txt", "README.md", "pyproject.toml",
+                                                 "brain_mri", "examples"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "app.py", "--model", str(out)], cwd=space, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # not up yet
+                time.sleep(1)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        label, views, details, *_ = client.predict(handle_file(str(space / "examples" / "glioma_axial.jpg")),
+                                                   api_name="/predict")
+        assert set(details["probabilities"]) == set(CLASS_NAMES) and details["file"] == "glioma_axial.jpg"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -31,10 +31,10 @@ def test_predict_folder_to_csv_lists_and_skips_bad_files(answering_folder, folde
     r = brain_mri("predict", "--model", out, folder_with_a_bad_file, "--csv", tmp_path / "p.csv")
     assert r.returncode == 1, r.stderr  # some files were skipped
     assert "broken.jpg" in r.stderr and "empty.png" in r.stderr and "Traceback" not in r.stderr
-    assert "12 image(s) predicted" in r.stderr and "2 unreadable file(s) skipped" in r.stderr
+    assert "12 image(s) or slice(s) predicted" in r.stderr and "2 unreadable file(s) skipped" in r.stderr
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert len(rows) == 12 and {r["label"] for r in rows} == set(CLASS_NAMES)
-    assert list(rows[0]) == ["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged", "ood_score",
+    assert list(rows[0]) == ["file", "plane", "slice", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged", "ood_score",
                              "warning"]
     clf = BrainMRIClassifier.from_pretrained(out)
     for row in rows[:3]:  # the same answer as one image at a time
@@ -53,7 +53,7 @@ def test_predict_json_and_exit_status(answering_folder, folder_with_a_bad_file, 
     r = brain_mri("predict", "--model", out, tmp_path / "nothing-here")
     assert r.returncode == 1 and "nothing-here" in r.stderr and "Traceback" not in r.stderr
     r = brain_mri("predict", "--model", out, tmp_path)  # a folder without images: one clear line
-    assert r.returncode == 2 and "No image or DICOM files" in r.stderr
+    assert r.returncode == 2 and "No image, DICOM or scan files" in r.stderr
 
 
 def test_gallery_is_a_static_site_with_counts(answering_folder, folder_with_a_bad_file, tmp_path):

@@ -40,22 +40,58 @@ def shoot(page, name):
     assert (SCREENSHOTS / name).stat().st_size > 10_000
 
 
-def test_upload_and_see_label_and_overlay(browser, served, tiny_data):
+def test_upload_and_see_label_and_overlay(browser, served, tiny_data, tmp_path):
+    from PIL import Image
+
     demo, examples = served
     root, _ = tiny_data
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.goto(demo.local_url, wait_until="networkidle")
     assert "Medical disclaimer" in page.content() and "Weights in use" in page.content()
-    for name in examples:  # the examples are listed with their true class
-        assert page.get_by_text(name, exact=False).count() >= 1
-    page.locator("input[type=file]").first.set_input_files(str(root / "Testing" / "glioma" / "Te-gl_0001.jpg"))
+    thumbnails = page.locator("img").evaluate_all("all => all.map(i => decodeURIComponent(i.src))")
+    shown = [name for name in examples if not name.endswith(".dcm") and any(name in src for src in thumbnails)]
+    assert shown == [name for name in examples if not name.endswith(".dcm")]  # every image example as a thumbnail
+    big = Image.open(root / "Testing" / "glioma" / "Te-gl_0001.jpg").convert("L").resize((512, 640))
+    big.save(tmp_path / "tall.png")  # taller than the slider's box: it must be fitted, not cropped
+    page.locator("input[type=file]").first.set_input_files(str(tmp_path / "tall.png"))
     page.get_by_role("button", name="Analyse").click()
     page.get_by_text("Heatmap: ").wait_for(timeout=60_000)
     text = page.locator("body").inner_text()
     assert sum(name in text for name in ("Glioma", "Meningioma", "No tumour", "Pituitary tumour")) >= 4
     assert "Uploads are not stored" in text
     assert page.locator("img[src*='image.png'], img[src*='.png']").count() >= 2
+    page.wait_for_timeout(500)
+    boxes = page.evaluate(FITTED)
+    assert len(boxes) == 2, boxes  # the upload and its overlay, each whole inside the slider's box
+    for b in boxes:
+        assert min(b["top"], b["bottom"], b["left"], b["right"]) >= -1 and b["nw"] == 512 and b["nh"] == 640, boxes
     shoot(page, "app.png")
+    page.close()
+
+
+# where each image of the slider lies in the slider's box (negative: cut off), and its own size
+FITTED = """() => { const box = document.querySelector('#answer-slider').getBoundingClientRect();
+  return [...document.querySelectorAll('#answer-slider img')].map(i => { const r = i.getBoundingClientRect();
+    return {top: r.top - box.top, bottom: box.bottom - r.bottom, left: r.left - box.left, right: box.right - r.right,
+            nw: i.naturalWidth, nh: i.naturalHeight}; }); }"""
+
+
+def test_a_scan_shows_its_plot_and_top_slices(browser, served, tmp_path):
+    from volume_files import example_slices, write_nifti
+
+    demo, _ = served
+    names = ["notumor_axial_1.jpg", "glioma_axial.jpg", "notumor_axial_2.jpg"]
+    scan = write_nifti(tmp_path / "scan.nii.gz", example_slices(names, 128), spacing=(1.0, 1.0, 5.0))
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(demo.local_url, wait_until="networkidle")
+    page.locator("#scan-input input[type=file]").set_input_files(str(scan))
+    page.get_by_role("button", name="Analyse").click()
+    page.get_by_text("of each slice's top class").wait_for(timeout=60_000)  # the heatmaps came
+    text = page.locator("body").inner_text()
+    assert "Whole scan: 3 axial slices" in text and "judges each slice on its own" in text
+    assert page.locator("#scan-plot img").count() == 1 and page.locator("#scan-plot img").is_visible()
+    assert page.locator("#scan-top img").count() >= 3
+    shoot(page, "app_scan.png")
     page.close()
 
 

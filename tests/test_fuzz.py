@@ -28,6 +28,16 @@ def test_the_reader_gives_an_image_or_one_clear_message(case):
     assert seconds < 2, f"{seconds:.1f} s on a {case[0]} of {len(case[1])} bytes"
 
 
+@settings(FAST, max_examples=150)
+@given(mutated_files([s for s in SEEDS if s[0] in (".nii", ".nii.gz", ".zip")]))
+def test_the_scan_reader_gives_a_volume_or_one_clear_message(case):
+    from brain_mri.volumes import read_volume
+
+    outcome, seconds, message = classify(read_volume, FOLDER, *case)
+    assert outcome in ("result", "message"), (outcome, message)
+    assert seconds < 2, f"{seconds:.1f} s on a {case[0]} of {len(case[1])} bytes"
+
+
 @pytest.fixture(scope="module")
 def analyse(answering_folder):
     import functools
@@ -35,7 +45,9 @@ def analyse(answering_folder):
     app = pytest.importorskip("app")
     from brain_mri import BrainMRIClassifier
 
-    return functools.partial(app.analyse, BrainMRIClassifier.from_pretrained(answering_folder[0]))
+    from fuzz import run_handler
+
+    return functools.partial(run_handler, app, BrainMRIClassifier.from_pretrained(answering_folder[0]))
 
 
 def test_the_app_handler_gives_a_result_or_one_clear_message(analyse):
@@ -63,5 +75,10 @@ def test_dicom_with_huge_declared_size_is_refused_before_decoding(monkeypatch):
         to_pil_rgb(path)
     assert time.perf_counter() - t < 1
     path.write_bytes(dicom_bytes(16, 16, frames=4))
-    with pytest.raises(ValueError, match="holds 4 frames; upload a single slice"):
+    with pytest.raises(ValueError, match="holds 4 frames: it is a whole scan"):
         to_pil_rgb(path)
+    from brain_mri.volumes import read_volume
+
+    path.write_bytes(dicom_bytes(5000, 5000, frames=3000, pixels=b"\0" * 64))  # as a scan: too many voxels
+    with pytest.raises(ValueError, match="huge.dcm declares 5000 x 5000 x 3000 voxels"):
+        read_volume(path)

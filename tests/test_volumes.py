@@ -1,0 +1,153 @@
+"""Whole scans: real NIfTI files (nibabel) and DICOM series (pydicom) built from the example slices."""
+import zipfile
+
+import numpy as np
+import pytest
+
+from brain_mri.volumes import read_volume
+from volume_files import example_slices, write_nifti, write_series, zip_files
+
+NAMES = ["notumor_axial_1.jpg", "notumor_axial_2.jpg", "glioma_axial.jpg", "notumor_axial_3.jpg"]
+
+
+@pytest.fixture(scope="module")
+def slices():
+    return example_slices(NAMES, 96)
+
+
+def _corr(a, b) -> float:
+    return float(np.corrcoef(np.asarray(a, float).ravel(), np.asarray(b, float).ravel())[0, 1])
+
+
+@pytest.mark.parametrize("permuted", [False, True])
+def test_nifti_slices_come_back_in_order_and_orientation(slices, tmp_path, permuted):
+    # rows stored at half resolution (2 mm) beside 1 mm columns: square pixels need the rows doubled
+    path = write_nifti(tmp_path / "scan.nii.gz", slices[:, ::2, :], spacing=(1.0, 2.0, 3.0), permuted=permuted)
+    volume = read_volume(path)
+    assert volume.kind == "NIfTI" and volume.spacing == (1.0, 2.0, 3.0) and volume.count("axial") == 4
+    for k in range(4):
+        got = volume.slice(k)
+        assert got.shape == (96, 96) and got.dtype == np.uint8
+        scores = [_corr(got, s) for s in slices]
+        assert int(np.argmax(scores)) == k and scores[k] > 0.95
+        assert scores[k] > _corr(got, slices[k][:, ::-1]) + 0.03 and scores[k] > _corr(got, slices[k][::-1]) + 0.1
+    assert volume.slice(2, "coronal").shape == (round(4 * 3 / 1), 96)  # 4 slices of 3 mm, at 1 mm pixels
+
+
+def test_dicom_series_is_sorted_by_position_not_by_file_name(slices, tmp_path):
+    zs = [-30.0, -27.5, -25.0, -22.5]
+    paths = write_series(tmp_path / "series", slices, zs, instances=[3, 8, 9, 20], window=(128, 256), shuffle_seed=1)
+    import pydicom
+
+    by_name = [float(pydicom.dcmread(p).ImagePositionPatient[2]) for p in sorted(paths)]
+    assert by_name != sorted(by_name)  # file names do not give the order
+    for source in (paths, zip_files(tmp_path / "series.zip", paths)):
+        volume = read_volume(source)
+        assert volume.count() == 4 and volume.spacing == (1.0, 1.0, 2.5) and volume.window == (0.0, 256.0)
+        for k in range(4):  # the DICOM window maps 0..256 to 0..255: the slices come back as written
+            assert np.abs(volume.slice(k).astype(int) - slices[k]).max() <= 1
+
+
+def test_instance_numbers_break_ties_only(slices, tmp_path):
+    """Without positions, InstanceNumber orders the slices (gaps are fine)."""
+    import pydicom
+
+    paths = write_series(tmp_path / "series", slices, [0] * 4, instances=[2, 5, 6, 11], shuffle_seed=2)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        del ds.ImagePositionPatient
+        ds.save_as(p)
+    volume = read_volume(paths)
+    assert [int(np.argmax([_corr(volume.slice(k), s) for s in slices])) for k in range(4)] == [0, 1, 2, 3]
+
+
+def test_multi_frame_dicom_is_a_volume(slices, tmp_path):
+    from volume_files import dicom_slice
+
+    ds = dicom_slice(slices, 0.0, 1)
+    ds.NumberOfFrames = len(slices)
+    path = tmp_path / "multi.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    from brain_mri.volumes import is_volume
+
+    volume = read_volume(path)
+    assert is_volume(path) and volume.kind == "multi-frame DICOM" and volume.count() == 4
+    assert [int(np.argmax([_corr(volume.slice(k), s) for s in slices])) for k in range(4)] == [0, 1, 2, 3]
+
+
+def test_a_tumour_slice_among_healthy_ones_is_ranked_first(slices, tmp_path):
+    from conftest import BUNDLED_MODEL
+
+    from brain_mri import BrainMRIClassifier
+
+    clf = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL)
+    a = clf.assess_volume(write_nifti(tmp_path / "scan.nii", example_slices(NAMES, 224)), top=2)
+    assert [i for i, _ in a.top][0] == 2 and a.predicted(2) == "glioma" and not a.flagged
+    assert a.top[0][1].overlay.shape == (224, 224, 3)  # explained at its own size
+    report = a.to_dict()
+    assert report["top_slices"][0] == 2 and len(report["slices"]) == 4
+    assert "judges each slice on its own" in report["summary"] and "no diagnosis of the patient" in report["summary"]
+
+
+def _one_line(error) -> str:
+    text = str(error.value)
+    assert "\n" not in text and "/" not in text.replace("4-D", "")  # one line, no server path
+    return text
+
+
+def test_refusals_are_one_line(tmp_path, slices, monkeypatch):
+    import nibabel as nib
+    import pydicom.dataset
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded before the header was checked")
+
+    four_d = tmp_path / "fmri.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.int16), np.eye(4)), str(four_d))
+    with pytest.raises(ValueError) as e:
+        read_volume(four_d)
+    assert "holds 3 volumes" in _one_line(e)
+
+    huge = tmp_path / "huge.nii"  # a header declaring 4 billion voxels over a few bytes of data
+    header = nib.Nifti1Header()
+    header.set_data_shape((2000, 2000, 1000))
+    header.set_data_dtype(np.int16)
+    huge.write_bytes(header.binaryblock + b"\0" * 4 + b"\0" * 64)
+    with pytest.raises(ValueError) as e:
+        read_volume(huge)
+    assert "more than the 48 million" in _one_line(e)
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
+    a = write_series(tmp_path / "a", slices[:2], [0, 1], [1, 2], series="1.2.3.1")
+    b = write_series(tmp_path / "b", slices[2:], [2, 3], [3, 4], series="1.2.3.2")
+    with pytest.raises(ValueError) as e:
+        read_volume(zip_files(tmp_path / "mixed.zip", a + b, names=["a1.dcm", "a2.dcm", "b1.dcm", "b2.dcm"]))
+    assert "mixes 2 DICOM series" in _one_line(e)
+    with pytest.raises(ValueError) as e:  # two echoes at each position
+        read_volume(write_series(tmp_path / "echoes", slices, [0, 0, 1, 1], [1, 2, 3, 4]))
+    assert "4 images at 2 positions" in _one_line(e)
+
+
+def test_archive_refusals(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("IM1.dcm", b"\0" * 50_000_000)
+    with pytest.raises(ValueError) as e:
+        read_volume(bomb)
+    assert "zip bomb" in _one_line(e)
+    escaping = tmp_path / "escape.zip"
+    with zipfile.ZipFile(escaping, "w") as z:
+        z.writestr("../../etc/evil.dcm", b"DICM")
+    with pytest.raises(ValueError, match="escapes the archive"):
+        read_volume(escaping)
+    junk = tmp_path / "notes.zip"
+    with zipfile.ZipFile(junk, "w") as z:
+        z.writestr("readme.txt", b"no images here")
+    with pytest.raises(ValueError) as e:
+        read_volume(junk)
+    assert "holds no DICOM image" in _one_line(e)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ValueError) as e:
+        read_volume(broken)
+    assert _one_line(e).startswith("Cannot read broken.nii.gz as NIfTI")

@@ -18,9 +18,9 @@ import gradio as gr
 from gradio import FileData
 
 from brain_mri import DISCLAIMER, BrainMRIClassifier
-from brain_mri.captions import caption
+from brain_mri.answers import ENCODERS, new_output_folder, save_png, uploaded_files
+from brain_mri.captions import caption, slice_caption
 from brain_mri.config import DICOM_EXTENSIONS, DISPLAY_NAMES, true_class
-from brain_mri.answers import ENCODERS, new_output_folder, save_png
 from brain_mri.examples import example_files, example_inputs, example_name
 from brain_mri.page import METHODS, facts_markdown, scan_html, summary_html
 from brain_mri.volumes import PLANES, VOLUME_SUFFIXES, is_volume, read_volume
@@ -120,9 +120,10 @@ def analyse(clf: BrainMRIClassifier, image=None, dicom=None, method="gradcam", t
     if not upload:
         raise user_error("Upload an MRI slice first (JPEG, PNG or DICOM), or a whole scan (NIfTI, DICOM zip).")
     method, target = resolve_choice(method, METHODS, "CAM method", "gradcam"), resolve_choice(target, TARGETS, "class", "predicted")
-    if dicom and is_volume(dicom):
-        yield from analyse_scan(clf, dicom, method, resolve_choice(plane, PLANE_NAMES, "plane", "axial"), float(opacity),
-                                name or Path(str(dicom)).name, image)
+    scan = dicom if dicom and is_volume(dicom) else image if image and not dicom and is_volume(image) else None
+    if scan:  # a scan dropped in the image box is read as one too
+        yield from analyse_scan(clf, scan, method, resolve_choice(plane, PLANE_NAMES, "plane", "axial"), float(opacity),
+                                name or Path(str(scan)).name, image if scan == dicom else None, target)
         return
     yield (*analyse_slice(clf, image, dicom, method, target, opacity, name=name), HIDDEN, HIDDEN)
 
@@ -168,7 +169,8 @@ def analyse_slice(clf: BrainMRIClassifier, image, dicom, method: str, target: st
 TOP_SLICES = 4  # the slices of a scan shown with their heatmaps
 
 
-def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity: float, file_name: str, image=None):
+def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity: float, file_name: str, image=None,
+                 target: str = "predicted"):
     """A whole scan (see :func:`analyse`): yields the scores, the plot and the top slices first, then the same
     with the top slices' heatmaps and the report."""
     from brain_mri.report import probability_plot, write_volume_report
@@ -186,13 +188,16 @@ def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity
     firsts = [volume.slice(i, plane) for i in ranked]
     slider = (firsts[0], firsts[0]) if firsts else None
     yield (None, slider, details, scan_html(details, notes + ["Heatmaps of the top slices: being computed…"]),
-           gr.update(), gr.update(value=plot, visible=True),
+           None, gr.update(value=plot, visible=True),
            gr.update(value=[(im, f"slice {i}") for i, im in zip(ranked, firsts)], visible=bool(ranked)))
-    failing_politely(file_name, clf.explain_top, volume, a, TOP_SLICES, method, opacity)
-    report = folder / f"{Path(file_name).name.split('.')[0]}_report.png"
+    failing_politely(file_name, clf.explain_top, volume, a, TOP_SLICES, method, opacity,
+                     None if target == "predicted" else target)
+    # a fresh folder: the first one may be older than new_output_folder's few seconds by now
+    report = new_output_folder() / f"{Path(file_name).name.split('.')[0]}_report.png"
     write_volume_report(a, probability_plot(a), details["model"], report)
-    top = [(e.overlay, f"slice {i}: {DISPLAY_NAMES[e.predicted]} {e.probabilities[e.predicted]:.0%}") for i, e in a.top]
-    notes.append(f"Heatmap: <b>{METHODS[method]}</b> of each slice's top class · model: {html.escape(details['model'])}")
+    top = [(e.overlay, slice_caption(i, e)) for i, e in a.top]
+    subject = "each slice's top class" if target == "predicted" else f"<b>{DISPLAY_NAMES[target]}</b>"
+    notes.append(f"Heatmap: <b>{METHODS[method]}</b> of {subject} · model: {html.escape(details['model'])}")
     yield (None, (a.top[0][1].image, a.top[0][1].overlay) if a.top else None, details, scan_html(details, notes),
            str(report), gr.update(value=plot, visible=True), gr.update(value=top, visible=bool(top)))
 
@@ -270,14 +275,11 @@ def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: tu
 
 def scan_json(clf: BrainMRIClassifier, files: list, plane: str) -> dict:
     """The ``predict_volume`` endpoint's answer (:meth:`~brain_mri.scans.VolumeAssessment.to_dict`, the model)."""
+    from gradio.utils import get_upload_folder
+
     from brain_mri.scans import top_slices
 
-    files = [files] if isinstance(files, (str, dict)) else list(files or [])
-    paths = [f.get("path") if isinstance(f, dict) else f for f in files]
-    if not paths or not all(isinstance(p, str) for p in paths):
-        raise user_error("Send the scan as one file (NIfTI, zip, multi-frame DICOM) or as several DICOM files.")
-    name = files[0].get("orig_name") if len(files) == 1 and isinstance(files[0], dict) else None
-    name = name or (Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} DICOM files")
+    paths, name = failing_politely("the upload", uploaded_files, files, Path(get_upload_folder()))
     volume = failing_politely(name, read_volume, paths if len(paths) > 1 else paths[0])
     volume.name = name
     a = failing_politely(name, clf.assess_volume, volume, resolve_choice(plane, PLANE_NAMES, "plane", "axial"), top=0)

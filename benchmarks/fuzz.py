@@ -110,15 +110,17 @@ def scan_seeds(head: np.ndarray) -> list:
     header.set_data_shape((3000, 3000, 3000))
     seeds.append((".nii", header.binaryblock + b"\0" * 68))
 
-    def zipped(members):
+    def zipped(members, method=zipfile.ZIP_DEFLATED):
         buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        with zipfile.ZipFile(buf, "w", method) as z:
             for name, data in members:
                 z.writestr(name, data)
         return buf.getvalue()
 
     series = [(f"IM{k}.dcm", dicom_bytes(32, 32, position=k, series=f"1.2.{k // 2}")) for k in range(4)]
-    seeds += [(".zip", zipped([(n, dicom_bytes(32, 32, position=k)) for k, (n, _) in enumerate(series)])),
+    one = [(n, dicom_bytes(32, 32, position=k)) for k, (n, _) in enumerate(series)]
+    # stored, not deflated: mutations reach the DICOM headers inside instead of failing the checksum
+    seeds += [(".zip", zipped(one)), (".zip", zipped(one, zipfile.ZIP_STORED)), (".zip", zipped(series, zipfile.ZIP_STORED)),
               (".zip", zipped(series)), (".zip", zipped([("../../x.dcm", series[0][1])])),
               (".zip", zipped([("big.dcm", b"\0" * 3_000_000)])), (".zip", zipped([("notes.txt", b"hello")]))]
     return seeds

@@ -25,7 +25,6 @@ def peak_rss_mb() -> float:
 
 def build_scan(folder: Path, slices: int = 155, size: int = 240) -> Path:
     import numpy as np
-
     from volume_files import example_slices, write_nifti
 
     pictures = example_slices(AXIAL, size)

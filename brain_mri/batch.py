@@ -80,17 +80,19 @@ def predict_files(clf, files, batch_size: int = 16, progress: bool = True, plane
 
     from .images import to_pil_rgb
 
+    files = [Path(f) for f in files]
+    scans = [is_scan(f) for f in files]
     predictions, skipped, pending = [], [], []
     bar = tqdm(total=len(files), desc="predict", unit="file", disable=not progress)
     for i, path in enumerate(files):
         try:
-            if is_scan(path):
+            if scans[i]:
                 predictions += _scan_rows(clf, path, plane, progress)
             else:
                 pending.append((path, to_pil_rgb(path)))
         except (OSError, ValueError) as e:
             skipped.append((str(path), str(e) or type(e).__name__))
-        if pending and (len(pending) == batch_size or i == len(files) - 1 or is_scan(files[i + 1])):
+        if pending and (len(pending) == batch_size or i == len(files) - 1 or scans[i + 1]):
             for (p, _), a in zip(pending, clf.assess([rgb for _, rgb in pending])):
                 predictions.append(_row(p, a, true_class(p)))
             pending = []

@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 def _scan_options(parser) -> None:
     parser.add_argument("--series", action="append", default=[], metavar="DIR",
                         help="a folder holding one DICOM series, read as one scan (repeatable)")
-    parser.add_argument("--plane", default="axial", choices=("axial", "coronal", "sagittal"),
+    from .volumes import PLANES
+
+    parser.add_argument("--plane", default="axial", choices=PLANES,
                         help="the plane a scan is cut in (default %(default)s)")
 
 

@@ -9,6 +9,17 @@ import io
 
 import numpy as np
 
+#: The largest scan read: 48 million voxels (e.g. 512 x 512 x 183) are 192 MB as float32.
+MAX_VOXELS = 48_000_000
+
+
+def check_voxels(shape, name: str) -> None:
+    """Refuses a scan whose declared shape holds more than :data:`MAX_VOXELS`."""
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        raise ValueError(f"{name} declares {' x '.join(map(str, shape))} voxels: more than the "
+                         f"{MAX_VOXELS // 1_000_000} million a scan may have.")
+
 
 def series_volume(members: list, name: str):
     """``(data, spacing, window, kind)`` of the series in ``members`` (``(file name, bytes)`` pairs).
@@ -18,8 +29,6 @@ def series_volume(members: list, name: str):
     Raises:
         ValueError: no DICOM image, mixed series, a 4-D series, too many voxels, undecodable pixels.
     """
-    from .volumes import _check_voxels
-
     datasets = _headers(members)
     if not datasets:
         raise ValueError(f"{name} holds no DICOM image.")
@@ -27,19 +36,25 @@ def series_volume(members: list, name: str):
     if len(series) > 1:
         raise ValueError(f"{name} mixes {len(series)} DICOM series; upload one series at a time.")
     frames = [_frames(ds) for _, ds in datasets]
+    if min(frames) < 1:
+        raise ValueError(f"{name} declares a DICOM file of {min(frames)} frames.")
     if max(frames) > 1 and len(datasets) > 1:
         raise ValueError(f"{name} holds several multi-frame files; upload one volume at a time.")
-    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in datasets}
+    sizes = {(_number(ds.Rows), _number(ds.Columns)) for _, ds in datasets}
+    if any(r is None or c is None or r < 1 or c < 1 for r, c in sizes):
+        raise ValueError(f"{name} declares a DICOM image without a valid size.")
     if len(sizes) > 1:
         raise ValueError(f"{name} mixes images of different sizes ({len(sizes)} sizes); upload one series.")
     rows, cols = sizes.pop()
-    _check_voxels((cols, rows, sum(frames)), name)
+    check_voxels((int(cols), int(rows), sum(frames)), name)
     first = datasets[0][1]
+    if len({tuple(np.round(_orientation(ds), 3)) for _, ds in datasets}) > 1:
+        raise ValueError(f"{name} mixes slices of different orientations (a localizer?); upload one series.")
     orientation = _orientation(first)
     normal = np.cross(orientation[:3], orientation[3:])
     positions = _positions(datasets, frames[0] if len(datasets) == 1 else 0)
     order, along = _order(datasets, positions, normal, frames[0] if len(datasets) == 1 else 0, name)
-    stack = _pixels(datasets, name)[order]  # (slices, rows, columns)
+    stack = _pixels(members, datasets, name)[order]  # (slices, rows, columns)
     spacing = _spacing(first, along)
     affine = _affine(orientation, normal, spacing, positions[order[0]] if positions[0] is not None else None)
     data, zooms = _canonical(stack.transpose(2, 1, 0), affine)
@@ -47,27 +62,41 @@ def series_volume(members: list, name: str):
     if getattr(first, "PhotometricInterpretation", "") == "MONOCHROME1":  # white is low: turn it round
         data = -data
         window = None if window is None else (-window[1], -window[0])
-    kind = "multi-frame DICOM" if len(datasets) == 1 and frames[0] > 1 else f"DICOM series of {len(datasets)} files"
+    kind = ("multi-frame DICOM" if len(datasets) == 1 and frames[0] > 1 else
+            f"DICOM series of {len(datasets)} file{'s' * (len(datasets) != 1)}")
     return data, zooms, window, kind
 
 
 def _headers(members: list) -> list:
-    """``(file name, dataset)`` of each member that is a DICOM image; other files (DICOMDIR, notes) are passed over."""
+    """``(index in members, dataset with its pixels unread)`` of each member that is a DICOM image; other files
+    (DICOMDIR, notes) are passed over. Pixels are read later, one file at a time, once the sizes pass."""
     import pydicom
 
     found = []
-    for file_name, data in members:
+    for k, (_, data) in enumerate(members):
         try:
-            ds = pydicom.dcmread(io.BytesIO(data))
-        except Exception:  # not DICOM
+            ds = pydicom.dcmread(io.BytesIO(data), defer_size=1024)  # large values stay unread
+        except Exception:  # noqa: S112 - not DICOM: passed over, as a DICOMDIR or a notes file is
             continue
-        if "PixelData" in ds and getattr(ds, "Rows", None) and getattr(ds, "Columns", None):
-            found.append((file_name, ds))
+        if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
+            found.append((k, ds))
     return found
 
 
+def _number(value, count: int = 1):
+    """``value`` (a DICOM number or ``count`` of them) as finite floats, or None when it is missing or malformed."""
+    try:
+        values = [float(v) for v in (value if count > 1 else [value])]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != count or not all(np.isfinite(values)):
+        return None
+    return values if count > 1 else values[0]
+
+
 def _frames(ds) -> int:
-    return int(getattr(ds, "NumberOfFrames", None) or 1)
+    frames = _number(ds.get("NumberOfFrames", 1) or 1)
+    return int(frames) if frames is not None else 0
 
 
 def _shared(ds, sequence: str, keyword: str):
@@ -82,18 +111,24 @@ def _shared(ds, sequence: str, keyword: str):
 
 
 def _orientation(ds) -> np.ndarray:
+    """The row and column directions (unit vectors), from the file, its shared groups or its first frame."""
     iop = _shared(ds, "PlaneOrientationSequence", "ImageOrientationPatient")
-    values = np.array([float(v) for v in iop], dtype=np.float64) if iop is not None and len(iop) == 6 else None
-    if values is None or not np.isfinite(values).all() or np.linalg.norm(np.cross(values[:3], values[3:])) < 0.5:
+    if iop is None:  # enhanced MR often keeps it per frame
+        for group in (ds.get("PerFrameFunctionalGroupsSequence") or [])[:1]:
+            for item in group.get("PlaneOrientationSequence", []) or []:
+                iop = item.get("ImageOrientationPatient")
+    values = _number(iop, 6) if iop is not None else None
+    if values is None or np.linalg.norm(np.cross(values[:3], values[3:])) < 0.5:
         return np.array([1.0, 0, 0, 0, 1, 0])  # no usable orientation: axial, as a plain stack
-    return values
+    row, col = np.array(values[:3]), np.array(values[3:])
+    return np.concatenate([row / np.linalg.norm(row), col / np.linalg.norm(col)])
 
 
 def _positions(datasets: list, frames: int) -> list:
     """ImagePositionPatient of each file, or of each frame of a multi-frame file (None when absent)."""
     def position(item):
-        ipp = item.get("ImagePositionPatient") if item is not None else None
-        return np.array([float(v) for v in ipp]) if ipp is not None and len(ipp) == 3 else None
+        values = _number(item.get("ImagePositionPatient"), 3) if item is not None else None
+        return None if values is None else np.array(values)
 
     if frames > 1:
         ds = datasets[0][1]
@@ -107,7 +142,7 @@ def _positions(datasets: list, frames: int) -> list:
 def _order(datasets: list, positions: list, normal: np.ndarray, frames: int, name: str):
     """Slice order (by position along the normal, then InstanceNumber) and the sorted positions along it."""
     count = frames or len(datasets)
-    instance = [0] * count if frames else [int(getattr(ds, "InstanceNumber", 0) or 0) for _, ds in datasets]
+    instance = [0] * count if frames else [_number(ds.get("InstanceNumber")) or 0 for _, ds in datasets]
     along = [float(p @ normal) if p is not None else 0.0 for p in positions]
     order = np.array(sorted(range(count), key=lambda k: (along[k], instance[k])))
     if positions[0] is not None:
@@ -118,34 +153,37 @@ def _order(datasets: list, positions: list, normal: np.ndarray, frames: int, nam
     return order, [along[k] for k in order]
 
 
-def _pixels(datasets: list, name: str) -> np.ndarray:
-    """(images, rows, columns) float32, with each file's modality LUT (rescale slope and intercept)."""
+def _pixels(members: list, datasets: list, name: str) -> np.ndarray:
+    """(images, rows, columns) float32, with each file's modality LUT (rescale slope and intercept);
+    files are decoded one at a time."""
+    import pydicom
     from pydicom.pixels import apply_modality_lut
 
     images = []
-    for file_name, ds in datasets:
+    for k, header in datasets:
+        file_name = members[k][0]
         try:
+            ds = pydicom.dcmread(io.BytesIO(members[k][1]))
             arr = ds.pixel_array
-            if getattr(ds, "SamplesPerPixel", 1) != 1 or arr.ndim not in (2, 3):
+            if _number(header.get("SamplesPerPixel", 1)) != 1 or arr.ndim not in (2, 3):
                 raise ValueError("colour images are not MRI")
             arr = apply_modality_lut(arr, ds) if "RescaleSlope" in ds or "ModalityLUTSequence" in ds else arr
-        except Exception as e:  # pydicom raises many types for broken pixel data
-            raise ValueError(f"Cannot read {file_name} in {name} as DICOM: {e}") from None
+        except Exception as e:  # pydicom raises many types for broken or undecodable pixel data
+            reason = (str(e) or type(e).__name__).splitlines()[0]
+            raise ValueError(f"Cannot read {file_name} in {name} as DICOM: {reason}") from None
         images.append(np.asarray(arr, dtype=np.float32).reshape(-1, *arr.shape[-2:]))
     return np.concatenate(images)
 
 
 def _spacing(ds, along: list) -> tuple:
     """(row, column, slice) spacing in mm; between slices, measured from the positions when there are any."""
-    pixel = _shared(ds, "PixelMeasuresSequence", "PixelSpacing")
-    row, col = (float(pixel[0]), float(pixel[1])) if pixel is not None and len(pixel) == 2 else (1.0, 1.0)
+    row, col = _number(_shared(ds, "PixelMeasuresSequence", "PixelSpacing"), 2) or (1.0, 1.0)
     steps = np.diff(along)
     if len(steps) and np.median(steps) > 0:
         between = float(np.median(steps))
     else:
-        declared = _shared(ds, "PixelMeasuresSequence", "SpacingBetweenSlices") or \
-            _shared(ds, "PixelMeasuresSequence", "SliceThickness")
-        between = float(declared) if declared else 1.0
+        declared = [_number(_shared(ds, "PixelMeasuresSequence", k)) for k in ("SpacingBetweenSlices", "SliceThickness")]
+        between = next((v for v in declared if v), 1.0)
     good = [v if np.isfinite(v) and v > 0 else 1.0 for v in (row, col, between)]
     return tuple(good)
 
@@ -170,11 +208,8 @@ def _canonical(data: np.ndarray, affine: np.ndarray):
 
 def _window(ds):
     """The DICOM window (first one) as (low, high), or None."""
-    centre = _shared(ds, "FrameVOILUTSequence", "WindowCenter")
-    width = _shared(ds, "FrameVOILUTSequence", "WindowWidth")
-    try:
-        centre, width = (float(v[0]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v)
-                         for v in (centre, width))
-    except (TypeError, ValueError, IndexError):
-        return None
-    return (centre - width / 2, centre + width / 2) if width > 0 else None
+    # one window for the whole scan (pydicom's apply_voi_lut works per image): the first one the file names
+    centre, width = (_shared(ds, "FrameVOILUTSequence", k) for k in ("WindowCenter", "WindowWidth"))
+    centre, width = (_number(v[0] if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else v)
+                     for v in (centre, width))
+    return (centre - width / 2, centre + width / 2) if centre is not None and width and width > 0 else None

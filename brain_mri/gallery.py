@@ -8,7 +8,7 @@ import html
 import shutil
 from pathlib import Path
 
-from .captions import verdict
+from .captions import slice_caption, verdict
 from .config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES, true_class
 
 STYLE = """
@@ -31,9 +31,9 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
         The summary: ``images``, ``labelled``, ``right``, ``wrong``, ``flagged``, ``scans`` and ``skipped``
         (``(file, reason)`` pairs, also listed on the page).
     """
-    from .batch import is_scan
-
     from tqdm.auto import tqdm
+
+    from .batch import is_scan
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
@@ -82,8 +82,7 @@ def _scan_card(clf, path: Path, plane: str, method: str, folder: Path, stem: str
         _save_pair(e, folder, f"{stem}_{index}")
         slices.append(f'<figure><img src="images/{stem}_{index}_input.png" alt="slice {index}">'
                       f'<img src="images/{stem}_{index}_overlay.png" alt="heatmap of slice {index}">'
-                      f"<figcaption>slice {index}: {DISPLAY_NAMES[e.predicted]} {e.probabilities[e.predicted]:.0%}"
-                      "</figcaption></figure>")
+                      f"<figcaption>{slice_caption(index, e)}</figcaption></figure>")
     name = html.escape(a.name)
     return (f'<div class="card scan"><h3>{name} · {html.escape(a.kind)} · {len(a.slices)} {plane} slices</h3>'
             f'<img class=plot src="images/{stem}_plot.png" alt="class probabilities along {name}">'

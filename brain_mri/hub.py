@@ -100,6 +100,10 @@ def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: b
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", "pyproject.toml", "brain_mri", "examples")
 
 
+#: requirements.txt's lines below this marker are for training only: the Space does not install them.
+SERVING_ENDS = "# training only"
+
+
 def stage_space(root: Path, out: Path) -> Path:
     """Writes the Space's files from checkout ``root`` into ``out`` (replaced): ``SPACE_FILES`` without caches,
     and a ``requirements.txt`` with what serving needs (the lines above ``# training only``; no test tools).
@@ -124,10 +128,6 @@ def stage_space(root: Path, out: Path) -> Path:
     pins = (root / "requirements.txt").read_text().split(SERVING_ENDS)[0]
     (out / "requirements.txt").write_text(pins.rstrip() + "\n")
     return out
-
-
-#: requirements.txt's lines below this marker are for training only: the Space does not install them.
-SERVING_ENDS = "# training only"
 
 
 def publish_space(root: Path, repo_id: str, token: str | None = None) -> str:

@@ -7,6 +7,7 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .captions import slice_caption
 from .config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES
 
 SIDE = 384  # each picture's box in the report
@@ -130,15 +131,16 @@ def render_volume_report(assessment, plot: np.ndarray, model_name: str) -> Image
     y = 3 * MARGIN + plot.shape[0] + MARGIN
     for k, (index, e) in enumerate(top):
         x = MARGIN + k * (side + MARGIN)
-        draw.text((x, y), f"slice {index}: {DISPLAY_NAMES[e.predicted]} {e.probabilities[e.predicted]:.0%}",
-                  fill="black", font=font)
+        draw.text((x, y), slice_caption(index, e), fill="black", font=font)
         for row, array in enumerate((e.image, e.overlay)):
             picture = Image.fromarray(np.asarray(array, dtype=np.uint8))
             picture.thumbnail((side, side))
             page.paste(picture, (x, y + MARGIN + row * (side + 4)))
     y += (2 * side + 3 * MARGIN) if top else 0
     method = CAM_METHODS[top[0][1].method][1] if top else "-"
-    lines = [*summary, "", f"Model: {model_name}", f"Heatmaps: {method} of each slice's top class", "",
+    own = all(e.target == e.predicted for _, e in top)
+    subject = "each slice's top class" if own else DISPLAY_NAMES[top[0][1].target]
+    lines = [*summary, "", f"Model: {model_name}", f"Heatmaps: {method} of {subject}", "",
              *textwrap.wrap(DISCLAIMER, 110)]
     draw.multiline_text((MARGIN, y), "\n".join(lines), fill="black", font=font, spacing=5)
     return page

@@ -5,7 +5,6 @@ Every declared size is checked from the headers before any pixel is decoded. Ser
 """
 from __future__ import annotations
 
-import os
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -13,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .dicom_series import MAX_VOXELS, check_voxels
+from .images import _without_paths
+
 PLANES = ("axial", "coronal", "sagittal")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".zip")
-#: The largest volume read: 48 million voxels (e.g. 512 x 512 x 183) are 192 MB as float32.
-MAX_VOXELS = 48_000_000
-MAX_ZIP_BYTES = 1_000_000_000  # all members unpacked
-MAX_ZIP_MEMBERS = 4000
-MAX_ZIP_RATIO = 200  # a member unpacking to more than this times its packed size is a bomb
+MAX_SERIES_BYTES = 256_000_000  # a series' files, unpacked: 4000 slices of 256 x 256 at 16 bits
+MAX_SERIES_FILES = 4000
+MAX_ZIP_RATIO = 200  # an archive (or a member) unpacking to more than this times its packed size is a bomb
 
 
 def is_volume(path) -> bool:
@@ -100,7 +100,9 @@ def read_volume(source) -> Volume:
     if isinstance(source, (list, tuple)):
         if len(source) == 1:
             return read_volume(source[0])
-        return _series([(Path(p).name, _file_bytes(p)) for p in source], f"{len(source)} DICOM files")
+        name = f"{len(source)} DICOM files"
+        _check_series([Path(p).stat().st_size if Path(p).is_file() else 0 for p in source], name)
+        return _series([(Path(p).name, _file_bytes(p)) for p in source], name)
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"No such file: {path.name}")
@@ -121,11 +123,13 @@ def _file_bytes(path) -> bytes:
     return path.read_bytes()
 
 
-def _check_voxels(shape, name: str) -> None:
-    voxels = int(np.prod(shape, dtype=np.int64))
-    if voxels > MAX_VOXELS:
-        raise ValueError(f"{name} declares {' x '.join(map(str, shape))} voxels: more than the "
-                         f"{MAX_VOXELS // 1_000_000} million a scan may have.")
+def _check_series(sizes: list, name: str) -> None:
+    """Refuses a series of too many files, or too many bytes in all (unpacked)."""
+    if len(sizes) > MAX_SERIES_FILES:
+        raise ValueError(f"{name} holds {len(sizes)} files: more than the {MAX_SERIES_FILES} a series may have.")
+    if sum(sizes) > MAX_SERIES_BYTES:
+        raise ValueError(f"{name} unpacks to {sum(sizes) // 1_000_000} MB: more than the "
+                         f"{MAX_SERIES_BYTES // 1_000_000} MB a series may have.")
 
 
 def _nifti(path: Path) -> Volume:
@@ -135,7 +139,7 @@ def _nifti(path: Path) -> Volume:
         img = nib.load(path)
         shape = tuple(int(s) for s in img.header.get_data_shape())
     except Exception as e:  # nibabel raises many types for broken files
-        raise ValueError(f"Cannot read {path.name} as NIfTI: {_without_paths(e, path)}") from None
+        raise ValueError(f"Cannot read {path.name} as NIfTI: {_without_paths(e, path, path.name)}") from None
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 3:
@@ -143,21 +147,16 @@ def _nifti(path: Path) -> Volume:
                          f"{int(np.prod(shape[3:]))} volumes; upload a single 3-D volume.")
     if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"{path.name} holds no image (shape {shape}).")
-    _check_voxels(shape, path.name)
+    check_voxels(shape, path.name)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape + (1,) * (3 - len(shape)))
         img = nib.Nifti1Image(data, img.affine)
         img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as e:
-        raise ValueError(f"Cannot read {path.name} as NIfTI: {_without_paths(e, path)}") from None
+        raise ValueError(f"Cannot read {path.name} as NIfTI: {_without_paths(e, path, path.name)}") from None
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     return Volume(data, spacing, _robust_window(data), path.name, "NIfTI")
-
-
-def _without_paths(error: Exception, path) -> str:
-    text = str(error) or type(error).__name__
-    return text.replace(str(path), Path(path).name).replace(str(Path(path).parent) + os.sep, "")
 
 
 def _robust_window(data: np.ndarray) -> tuple:
@@ -175,11 +174,14 @@ def _zip_members(path: Path) -> list:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"Cannot read {path.name} as a zip archive: {_without_paths(e, path)}") from None
+        raise ValueError(f"Cannot read {path.name} as a zip archive: {_without_paths(e, path, path.name)}") from None
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir()]
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise ValueError(f"{path.name} holds {len(infos)} files: more than the {MAX_ZIP_MEMBERS} a series may have.")
+        _check_series([i.file_size for i in infos], path.name)
+        unpacked, packed = sum(i.file_size for i in infos), sum(i.compress_size for i in infos)
+        if unpacked > 1_000_000 and unpacked > MAX_ZIP_RATIO * max(packed, 1):
+            raise ValueError(f"{path.name} is refused: it unpacks to {unpacked // max(packed, 1)} times its size "
+                             "(a zip bomb?).")
         for info in infos:
             parts = info.filename.replace("\\", "/").split("/")
             if info.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
@@ -187,10 +189,6 @@ def _zip_members(path: Path) -> list:
             if info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1) and info.file_size > 1_000_000:
                 raise ValueError(f"{path.name} is refused: {Path(info.filename).name} unpacks to "
                                  f"{info.file_size // max(info.compress_size, 1)} times its size (a zip bomb?).")
-        total = sum(i.file_size for i in infos)
-        if total > MAX_ZIP_BYTES:
-            raise ValueError(f"{path.name} unpacks to {total // 1_000_000} MB: more than the "
-                             f"{MAX_ZIP_BYTES // 1_000_000} MB a series may have.")
         try:
             return [(Path(i.filename).name, _read_member(archive, i)) for i in infos]
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as e:

@@ -2,7 +2,9 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from brain_mri.config import CLASS_NAMES
@@ -88,3 +90,23 @@ def test_gallery_push_offline_fails_after_the_site_is_complete(answering_folder,
     assert r.returncode == 2 and "Cannot push to someone/gallery" in r.stderr and "Traceback" not in r.stderr
     assert "--repo-type space" in r.stderr
     assert (site / "index.html").read_text().count('<div class="card') == 3
+
+
+def test_predict_on_scans_writes_one_row_per_slice(answering_folder, tmp_path):
+    from volume_files import example_slices, write_nifti, write_series
+
+    out, _ = answering_folder
+    pictures = example_slices(["notumor_axial_1.jpg", "glioma_axial.jpg", "notumor_axial_2.jpg"], 64)
+    scan = write_nifti(tmp_path / "scan.nii.gz", pictures, spacing=(1.0, 1.0, 2.0))
+    write_series(tmp_path / "series", pictures, [0, 2, 4], [1, 4, 5])
+    r = brain_mri("predict", "--model", out, scan, "--series", tmp_path / "series", "--plane", "coronal",
+                  "--csv", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert [(Path(row["file"]).name, row["plane"], int(row["slice"])) for row in rows] == [
+        (name, "coronal", k) for name in ("scan.nii.gz", "series") for k in range(64)]
+    by_file = {}
+    for row in rows:  # the NIfTI and the DICOM series hold the same slices: the same answers
+        by_file.setdefault(Path(row["file"]).name, []).append([float(row[f"p_{c}"]) for c in CLASS_NAMES])
+    assert np.allclose(by_file["scan.nii.gz"], by_file["series"], atol=0.02)
+    assert "128 image(s) or slice(s) predicted" in r.stderr

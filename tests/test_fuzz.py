@@ -29,7 +29,7 @@ def test_the_reader_gives_an_image_or_one_clear_message(case):
 
 
 @settings(FAST, max_examples=150)
-@given(mutated_files([s for s in SEEDS if s[0] in (".nii", ".nii.gz", ".zip")]))
+@given(mutated_files([s for s in SEEDS if s[0] in (".nii", ".nii.gz", ".zip", ".dcm")]))
 def test_the_scan_reader_gives_a_volume_or_one_clear_message(case):
     from brain_mri.volumes import read_volume
 

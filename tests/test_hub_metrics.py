@@ -135,3 +135,47 @@ def test_train_refuses_a_bad_push_target_before_training(tiny_data, tmp_path):
     r = run_train("--data", root, "--epochs", "1", "--output-dir", tmp_path / "out", "--push-to-hub", "../up", *TINY_ARGS)
     assert r.returncode == 2 and "is not a Hub repo id" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_staged_space_starts_and_answers(answering_folder, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client, handle_file
+
+    from brain_mri.config import CLASS_NAMES
+    from conftest import ROOT, run_cli
+
+    out, _ = answering_folder
+    space = tmp_path / "space"
+    r = run_cli("space", "--out", space, "--source", ROOT)
+    assert r.returncode == 0, r.stderr
+    pins = (space / "requirements.txt").read_text()
+    assert "gradio==" in pins and "nibabel==" in pins and "torch==" in pins
+    assert not any(tool in pins for tool in ("pytest", "playwright", "hypothesis", "datasets", "accelerate"))
+    assert {p.name for p in space.iterdir()} == {"app.py", "requirements.txt", "README.md", "pyproject.toml",
+                                                 "brain_mri", "examples"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "app.py", "--model", str(out)], cwd=space, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # not up yet
+                time.sleep(1)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        label, views, details, *_ = client.predict(handle_file(str(space / "examples" / "glioma_axial.jpg")),
+                                                   api_name="/predict")
+        assert set(details["probabilities"]) == set(CLASS_NAMES) and details["file"] == "glioma_axial.jpg"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -3,9 +3,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from volume_files import example_slices, write_nifti, write_series, zip_files
 
 from brain_mri.volumes import read_volume
-from volume_files import example_slices, write_nifti, write_series, zip_files
 
 NAMES = ["notumor_axial_1.jpg", "notumor_axial_2.jpg", "glioma_axial.jpg", "notumor_axial_3.jpg"]
 
@@ -61,6 +61,25 @@ def test_instance_numbers_break_ties_only(slices, tmp_path):
     assert [int(np.argmax([_corr(volume.slice(k), s) for s in slices])) for k in range(4)] == [0, 1, 2, 3]
 
 
+def test_a_sagittal_series_is_turned_to_the_canonical_orientation(slices, tmp_path):
+    """A sagittal acquisition (rows run posterior, columns down) read left to right: its sagittal slices come
+    back as acquired, and its axial ones are cut across them."""
+    from volume_files import dicom_slice
+
+    paths = []
+    for k in range(4):  # LPS x grows to the patient's left: slice k lies 10 mm right of slice k - 1
+        ds = dicom_slice(slices[k], 0.0, 10 - k, ImageOrientationPatient=[0, 1, 0, 0, 0, -1],
+                         ImagePositionPatient=[30 - 10 * k, 0, 0])
+        ds.save_as(tmp_path / f"s{k}.dcm", enforce_file_format=True)
+        paths.append(tmp_path / f"s{k}.dcm")
+    volume = read_volume(paths[::-1])
+    assert volume.spacing == (10.0, 1.0, 1.0) and volume.count("sagittal") == 4 and volume.count("axial") == 96
+    for k in range(4):
+        assert np.abs(volume.slice(k, "sagittal").astype(int) - slices[k]).mean() < 8
+        assert _corr(volume.slice(k, "sagittal"), slices[k]) > 0.97
+    assert volume.slice(48, "axial").shape == (96, 40)  # 4 slices 10 mm apart, at 1 mm pixels
+
+
 def test_multi_frame_dicom_is_a_volume(slices, tmp_path):
     from volume_files import dicom_slice
 
@@ -81,9 +100,14 @@ def test_a_tumour_slice_among_healthy_ones_is_ranked_first(slices, tmp_path):
     from brain_mri import BrainMRIClassifier
 
     clf = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL)
-    a = clf.assess_volume(write_nifti(tmp_path / "scan.nii", example_slices(NAMES, 224)), top=2)
+    a_volume = read_volume(write_nifti(tmp_path / "scan.nii", example_slices(NAMES, 224)))
+    a = clf.assess_volume(a_volume, top=2)
     assert [i for i, _ in a.top][0] == 2 and a.predicted(2) == "glioma" and not a.flagged
     assert a.top[0][1].overlay.shape == (224, 224, 3)  # explained at its own size
+    for i, row in enumerate(a.slices):  # the two-thread pipeline answers as one slice at a time does
+        alone = clf.assess([a_volume.slice(i)])[0]
+        assert row["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-4)
+        assert row["ood_score"] == pytest.approx(alone["ood_score"], rel=1e-3) and row["warning"] == alone["warning"]
     report = a.to_dict()
     assert report["top_slices"][0] == 2 and len(report["slices"]) == 4
     assert "judges each slice on its own" in report["summary"] and "no diagnosis of the patient" in report["summary"]
@@ -99,8 +123,11 @@ def test_refusals_are_one_line(tmp_path, slices, monkeypatch):
     import nibabel as nib
     import pydicom.dataset
 
+    decoded = []
+
     def no_decoding(self):
-        raise AssertionError("pixels decoded before the header was checked")
+        decoded.append(True)
+        raise RuntimeError("pixels decoded before the header was checked")
 
     four_d = tmp_path / "fmri.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.int16), np.eye(4)), str(four_d))
@@ -116,6 +143,10 @@ def test_refusals_are_one_line(tmp_path, slices, monkeypatch):
     with pytest.raises(ValueError) as e:
         read_volume(huge)
     assert "more than the 48 million" in _one_line(e)
+    # malformed numbers in a header (three pixel spacings, half an orientation): the defaults, not a traceback
+    odd = read_volume(write_series(tmp_path / "odd", slices[:2], [0, 1], [1, 2], PixelSpacing=[1.0, 2.0, 3.0],
+                                   ImageOrientationPatient=[1, 0, 0]))
+    assert odd.spacing == (1.0, 1.0, 1.0) and odd.count() == 2
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
     a = write_series(tmp_path / "a", slices[:2], [0, 1], [1, 2], series="1.2.3.1")
@@ -126,6 +157,7 @@ def test_refusals_are_one_line(tmp_path, slices, monkeypatch):
     with pytest.raises(ValueError) as e:  # two echoes at each position
         read_volume(write_series(tmp_path / "echoes", slices, [0, 0, 1, 1], [1, 2, 3, 4]))
     assert "4 images at 2 positions" in _one_line(e)
+    assert not decoded
 
 
 def test_archive_refusals(tmp_path):

@@ -308,7 +308,7 @@ def analyse_tab(run, examples: dict):
             views = gr.ImageSlider(label="Your image | Grad-CAM overlay (drag to compare; scroll to zoom)",
                                    type="numpy", format="png", height=560, max_height=520, elem_id="answer-slider")
             plot = gr.Image(label="Class probabilities along the scan", visible=False, elem_id="scan-plot",
-                            buttons=["download", "fullscreen"])
+                            buttons=["download", "fullscreen"], show_label=False)  # the plot has its title
             top = gr.Gallery(label="Top slices (highest tumour probability) with their heatmaps", visible=False,
                              columns=4, object_fit="contain", height="auto", elem_id="scan-top")
             report = gr.DownloadButton("Download report (PNG)", variant="secondary")

@@ -99,6 +99,7 @@ def probability_plot(assessment, marked=None, width: int = 900, height: int = 30
     (default: the explained top slices) dotted; an RGB array."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(width / 100, height / 100), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -111,6 +112,7 @@ def probability_plot(assessment, marked=None, width: int = 900, height: int = 30
         ax.axvline(k, color="black", ls=":", lw=1)
     ax.set(xlim=(-0.5, max(len(index) - 0.5, 0.5)), ylim=(0, 1), xlabel=f"{assessment.plane} slice",
            ylabel="probability", title="Class probabilities per slice (shaded: no answer; dotted: slices shown)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper left", fontsize=8, ncols=4, frameon=False)
     canvas = FigureCanvasAgg(fig)  # no pyplot: no global state shared between requests
     canvas.draw()

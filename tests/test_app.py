@@ -53,7 +53,7 @@ def good_inputs(tiny_data, tmp_path_factory):
 
 def test_the_readme_one_liner(server, good_inputs):
     client, out = server
-    label, views, details, summary, report = client.predict(handle_file(str(good_inputs["jpeg"])), api_name="/predict")[:5]
+    label, views, details, summary, report, *_ = client.predict(handle_file(str(good_inputs["jpeg"])), api_name="/predict")
     clf = BrainMRIClassifier.from_pretrained(out)
     expected = clf.predict(good_inputs["jpeg"])
     assert details["probabilities"] == pytest.approx(expected, abs=1e-5) and set(details["probabilities"]) == set(CLASS_NAMES)

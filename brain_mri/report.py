@@ -105,7 +105,9 @@ def probability_plot(assessment, marked=None, width: int = 900, height: int = 30
     ax = fig.add_subplot()
     index = np.arange(len(assessment.slices))
     for c, colour in zip(CLASS_NAMES, ("#d62728", "#1f77b4", "#7f7f7f", "#2ca02c")):
-        ax.plot(index, [s["probabilities"][c] for s in assessment.slices], color=colour, lw=1.5, label=DISPLAY_NAMES[c])
+        # a slice with no answer shows no probability: a gap in the line, over its shading
+        values = [np.nan if s["warning"] else s["probabilities"][c] for s in assessment.slices]
+        ax.plot(index, values, color=colour, lw=1.5, marker="." if len(index) < 40 else None, label=DISPLAY_NAMES[c])
     for k in assessment.flagged:
         ax.axvspan(k - 0.5, k + 0.5, color="#f2c48d", alpha=0.6, lw=0)
     for k in ([i for i, _ in assessment.top] if marked is None else marked):
@@ -113,7 +115,7 @@ def probability_plot(assessment, marked=None, width: int = 900, height: int = 30
     ax.set(xlim=(-0.5, max(len(index) - 0.5, 0.5)), ylim=(0, 1), xlabel=f"{assessment.plane} slice",
            ylabel="probability", title="Class probabilities per slice (shaded: no answer; dotted: slices shown)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="upper left", fontsize=8, ncols=4, frameon=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     canvas = FigureCanvasAgg(fig)  # no pyplot: no global state shared between requests
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -184,7 +184,8 @@ def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity
     notes = ["Both an image and a scan were given: the scan was analysed."] if image else []
     if len(a.flagged) == len(a.slices):
         gr.Warning("No slice of this scan was taken for a brain MRI slice, so there is no answer.")
-    plot = save_png(probability_plot(a, ranked), folder / "plot.png")
+    curves = probability_plot(a, ranked)  # ranked are the slices explain_top explains: drawn once, for both
+    plot = save_png(curves, folder / "plot.png")
     firsts = [volume.slice(i, plane) for i in ranked]
     slider = (firsts[0], firsts[0]) if firsts else None
     yield (None, slider, details, scan_html(details, notes + ["Heatmaps of the top slices: being computed…"]),
@@ -194,7 +195,7 @@ def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity
                      None if target == "predicted" else target)
     # a fresh folder: the first one may be older than new_output_folder's few seconds by now
     report = new_output_folder() / f"{Path(file_name).name.split('.')[0]}_report.png"
-    write_volume_report(a, probability_plot(a), details["model"], report)
+    write_volume_report(a, curves, details["model"], report)
     top = [(e.overlay, slice_caption(i, e)) for i, e in a.top]
     subject = "each slice's top class" if target == "predicted" else f"<b>{DISPLAY_NAMES[target]}</b>"
     notes.append(f"Heatmap: <b>{METHODS[method]}</b> of {subject} · model: {html.escape(details['model'])}")

@@ -76,8 +76,9 @@ PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "moon", "coins",
           "hubble_deep_field", "colorwheel", "brick", "grass", "gravel", "cat", "motorcycle_left")
 
 
-def photographs():
-    """(name, greyscale array) of the photographs scikit-image and matplotlib ship."""
+def photographs(grey_originals: bool = True):
+    """(name, greyscale array) of the photographs scikit-image and matplotlib ship; without
+    ``grey_originals``, only those made grey here (the grey ones are already in :func:`skimage_images`)."""
     import skimage.data as data
     from matplotlib import cbook
     from PIL import Image
@@ -87,7 +88,8 @@ def photographs():
             image = getattr(data, name)()
         except Exception:  # not shipped in this version
             continue
-        yield name, np.asarray(Image.fromarray(image).convert("L"))
+        if image.ndim == 3 or grey_originals:
+            yield name, np.asarray(Image.fromarray(image).convert("L"))
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         yield "grace_hopper", np.asarray(Image.open(f).convert("L"))
 
@@ -132,12 +134,11 @@ def drawings(n: int = 16, seed: int = 0):
 
 
 def documents(n: int = 8, seed: int = 0):
-    """Rendered text: scikit-image's text and scanned page (and inverted), and paragraphs drawn with PIL."""
+    """Rendered text: scikit-image's scanned page inverted, and paragraphs drawn with PIL."""
     import skimage.data as data
     from PIL import Image, ImageDraw, ImageFont
 
-    yield "scikit-image text", data.text()
-    yield "scikit-image page", data.page()
+    # scikit-image's text and page as they are: already in skimage_images()
     yield "scikit-image page (inverted)", 255 - data.page()
     rng = np.random.default_rng(seed)
     words = "the patient scan report brain tumour slice image model result page text section figure".split()
@@ -153,7 +154,7 @@ def documents(n: int = 8, seed: int = 0):
 
 def other_modalities():
     """Other body parts and modalities: pydicom's files that are not MR, and its MR of the abdomen;
-    matplotlib's terrain models; scikit-image's retina (greyscale)."""
+    matplotlib's terrain models; scikit-image's retina (greyscale; its microaneurysms are in skimage_images())."""
     import pydicom
     import skimage.data as data
     from PIL import Image
@@ -162,7 +163,6 @@ def other_modalities():
         yield path.name, path
     yield "abdomen MR (pydicom examples_overlay.dcm)", Path(pydicom.data.__file__).parent / "test_files" / "examples_overlay.dcm"
     yield "retina (greyscale)", np.asarray(Image.fromarray(data.retina()).convert("L"))
-    yield "microaneurysms", data.microaneurysms()
     from matplotlib import cbook
 
     for name, key in (("jacksboro_fault_dem.npz", "elevation"), ("topobathy.npz", "topo")):
@@ -171,10 +171,10 @@ def other_modalities():
         yield f"terrain {name}", ((grid - grid.min()) / (np.ptp(grid) or 1) * 255).astype(np.uint8)
 
 
-def unlike_training(data_dir: str | None, data_config: dict, n: int = 20):
+def unlike_training(testing: list, n: int = 20):
     """Brain MRI unlike the training slices: matplotlib's sagittal head MRI, pydicom's small MR slice,
-    and leak-free Testing slices skull-stripped (the head's inner part kept) or inverted inside the head
-    (a T2-like contrast)."""
+    and ``n`` of the leak-free Testing slices (``(name, path)`` pairs) skull-stripped (the head's inner part
+    kept) or inverted inside the head (a T2-like contrast)."""
     import gzip
 
     import pydicom
@@ -185,13 +185,13 @@ def unlike_training(data_dir: str | None, data_config: dict, n: int = 20):
         head = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float32)
     yield "matplotlib sagittal head MRI", (head / head.max() * 255).astype(np.uint8)
     yield "pydicom MR_small.dcm", Path(pydicom.data.__file__).parent / "test_files" / "MR_small.dcm"
-    if not data_dir:
+    if not testing:
         return
     from scipy import ndimage
 
     from brain_mri.localise import head_mask
 
-    for name, path in list(leak_free_testing(data_dir, data_config))[:: 10][:n]:
+    for name, path in testing[:: 10][:n]:
         grey = np.asarray(Image.open(path).convert("L"))
         head = head_mask(np.repeat(grey[..., None], 3, -1))
         brain = ndimage.binary_erosion(head, iterations=max(3, grey.shape[0] // 25))
@@ -240,7 +240,8 @@ def main():
     data = args.data if args.data and Path(args.data).is_dir() else None
     print(f"detector: {'none' if clf.ood is None else clf.ood.describe()}\n")
     sets = {"scikit-image data": skimage_images(), "synthetic": synthetic_images(),
-            "photographs, greyscale": photographs(), "photographs, greyscale, inverted": inverted(photographs()),
+            "photographs, made grey": photographs(grey_originals=False),
+            "photographs, greyscale, inverted": inverted(photographs()),
             "drawings and logos on black": drawings(), "rendered text and documents": documents(),
             "other body parts and modalities": other_modalities()}
     print("| set | images | flagged | share | refused as unreadable | not flagged |\n|---|---:|---:|---:|---:|---|")
@@ -251,12 +252,14 @@ def main():
         shown = ", ".join(missed[:6]) + (f" … (+{len(missed) - 6})" if len(missed) > 6 else "")
         print(f"| {name} | {n} | {flagged} | {flagged / max(n, 1):.1%} | {len(refused)} | {shown} |")
     print(f"| **all not brain MRI** | {total[0]} | {total[1]} | **{total[1] / max(total[0], 1):.1%}** | {total[2]} | |")
+    free = []  # the leak-free Testing slices: prepared once (decoding and the duplicate audit), used twice
     if data:
         start = time.perf_counter()
-        n, flagged, _, _, _ = flag_rate(clf, leak_free_testing(data, clf.data_config))
+        free = list(leak_free_testing(data, clf.data_config))
+        n, flagged, _, _, _ = flag_rate(clf, free)
         print(f"| leak-free Testing (brain MRI) | {n} | {flagged} | **{flagged / max(n, 1):.1%}** | | "
               f"{n - flagged} answered ({time.perf_counter() - start:.0f} s) |")
-    n, flagged, refused, _, answers = flag_rate(clf, unlike_training(data, clf.data_config))
+    n, flagged, refused, _, answers = flag_rate(clf, unlike_training(free))
     classes = ", ".join(f"{c} {answers.count(c)}" for c in sorted(set(answers))) or "none"
     print(f"\nBrain MRI unlike the training slices (reported, not counted above): {n} images, {flagged} flagged, "
           f"{n - flagged} answered ({classes}), {len(refused)} refused.")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import CLASS_NAMES, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, true_class
-from .volumes import VOLUME_SUFFIXES
+from .volumes import VOLUME_SUFFIXES, is_volume, read_volume
 
 
 @dataclass
@@ -48,27 +48,6 @@ def find_images(paths, series=()) -> list[Path]:
     return found + [Path(folder) for folder in series]
 
 
-def is_scan(path: Path) -> bool:
-    """A whole scan: a NIfTI file, a zip, a multi-frame DICOM, or a folder (one DICOM series)."""
-    from .volumes import is_volume
-
-    return path.is_dir() or (path.is_file() and is_volume(path))
-
-
-def read_scan(path: Path):
-    """A :class:`~brain_mri.volumes.Volume` of a scan file, or of the DICOM series in a folder."""
-    from .volumes import read_volume
-
-    if not path.is_dir():
-        return read_volume(path)
-    files = sorted(f for f in path.rglob("*") if f.is_file())
-    if not files:
-        raise ValueError(f"{path.name} holds no file.")
-    volume = read_volume(files)
-    volume.name = path.name
-    return volume
-
-
 def predict_files(clf, files, batch_size: int = 16, progress: bool = True, plane: str = "axial"):
     """Predicts every readable file, ``batch_size`` at a time; a whole scan gives one row per slice.
 
@@ -81,7 +60,7 @@ def predict_files(clf, files, batch_size: int = 16, progress: bool = True, plane
     from .images import to_pil_rgb
 
     files = [Path(f) for f in files]
-    scans = [is_scan(f) for f in files]
+    scans = [is_volume(f) for f in files]
     predictions, skipped, pending = [], [], []
     bar = tqdm(total=len(files), desc="predict", unit="file", disable=not progress)
     for i, path in enumerate(files):
@@ -111,7 +90,7 @@ def _scan_rows(clf, path: Path, plane: str, progress: bool) -> list[Prediction]:
     """One row per slice of a scan, with a progress bar over its slices."""
     from tqdm.auto import tqdm
 
-    volume = read_scan(path)
+    volume = read_volume(path)
     with tqdm(total=volume.count(plane), desc=volume.name, unit="slice", leave=False, disable=not progress) as bar:
         a = clf.assess_volume(volume, plane, top=0, progress=lambda done, _: bar.update(done - bar.n))
     return [_row(path, s, plane=plane, slice=k) for k, s in enumerate(a.slices)]

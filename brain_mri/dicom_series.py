@@ -52,8 +52,9 @@ def series_volume(members: list, name: str):
         raise ValueError(f"{name} mixes slices of different orientations (a localizer?); upload one series.")
     orientation = _orientation(first)
     normal = np.cross(orientation[:3], orientation[3:])
-    positions = _positions(datasets, frames[0] if len(datasets) == 1 else 0)
-    order, along = _order(datasets, positions, normal, frames[0] if len(datasets) == 1 else 0, name)
+    multi = frames[0] if len(datasets) == 1 else 0  # the frames of one file, else 0: one image per file
+    positions = _positions(datasets, multi)
+    order, along = _order(datasets, positions, normal, multi, name)
     stack = _pixels(members, datasets, name)[order]  # (slices, rows, columns)
     spacing = _spacing(first, along)
     affine = _affine(orientation, normal, spacing, positions[order[0]] if positions[0] is not None else None)
@@ -62,7 +63,7 @@ def series_volume(members: list, name: str):
     if getattr(first, "PhotometricInterpretation", "") == "MONOCHROME1":  # white is low: turn it round
         data = -data
         window = None if window is None else (-window[1], -window[0])
-    kind = ("multi-frame DICOM" if len(datasets) == 1 and frames[0] > 1 else
+    kind = ("multi-frame DICOM" if multi > 1 else
             f"DICOM series of {len(datasets)} file{'s' * (len(datasets) != 1)}")
     return data, zooms, window, kind
 

@@ -47,23 +47,27 @@ def view_batch(split, idx, data_config: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def split_features(model, split, data_config: dict, batch_size: int = 64, layers=("",)) -> np.ndarray:
+def split_features(model, split, data_config: dict, batch_size: int = 64, layers=None) -> np.ndarray:
     """The pooled features of ``layers`` (default: what the classifier head receives; see
     :class:`~brain_mri.ood.FeatureTap`), for every image of a split (N x D)."""
-    from .ood import FeatureTap
-
-    from .ood import ImageNetStage
+    from .ood import HEAD_INPUT, FeatureTap
 
     model.eval()
-    if isinstance(model, ImageNetStage):  # it normalises the grey levels its own way
-        return np.concatenate([model(torch.from_numpy(split.images[start:start + batch_size])).numpy()
-                               for start in range(0, len(split), batch_size)])
     out = []
-    with FeatureTap(model, layers) as tap:
+    with FeatureTap(model, layers or (HEAD_INPUT,)) as tap:
         for start in range(0, len(split), batch_size):
             model(view_batch(split, slice(start, start + batch_size), data_config).to(next(model.parameters()).device))
             out.append(tap.features.cpu().numpy())
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def stage_features(stage, split, batch_size: int = 64) -> np.ndarray:
+    """The features of a frozen :class:`~brain_mri.ood.ImageNetStage` for every image of a split (N x D);
+    it takes the grey levels and normalises them its own way."""
+    stage.eval()
+    return np.concatenate([stage(torch.from_numpy(split.images[start:start + batch_size])).numpy()
+                           for start in range(0, len(split), batch_size)])
 
 
 def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None):
@@ -76,8 +80,8 @@ def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None):
     """
     from .ood import fit_detector
 
-    feats = {name: split_features(backbone or model, getattr(bundle, name), data_config, layers=layers)
-             for name in ("train", "val", "test")}
+    feats = {name: split_features(model, getattr(bundle, name), data_config, layers=layers) if backbone is None
+             else stage_features(backbone, getattr(bundle, name)) for name in ("train", "val", "test")}
     detector = fit_detector(feats["train"], bundle.train.labels, feats["val"], layers=layers, backbone=backbone)
     flags = {name: detector.flags(torch.from_numpy(feats[name])) for name in ("val", "test")}
     return detector, {"threshold": round(detector.threshold, 3), "layers": list(layers),

@@ -25,7 +25,7 @@ a{color:#9cf} .summary span{margin-right:1.5rem} .note{color:#bbb;max-width:60re
 
 def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool = True, plane: str = "axial") -> dict:
     """Explains every readable file and writes the site into ``out`` (replaced if it exists); a whole scan
-    (:func:`~brain_mri.batch.is_scan`) becomes one card with its plot and top slices.
+    (:func:`~brain_mri.volumes.is_volume`) becomes one card with its plot and top slices.
 
     Returns:
         The summary: ``images``, ``labelled``, ``right``, ``wrong``, ``flagged``, ``scans`` and ``skipped``
@@ -33,7 +33,7 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
     """
     from tqdm.auto import tqdm
 
-    from .batch import is_scan
+    from .volumes import is_volume
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
@@ -43,7 +43,7 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
     for k, path in enumerate(tqdm(files, desc="gallery", unit="file", disable=not progress)):
         path, stem = Path(path), f"{k:04d}"
         try:
-            if is_scan(path):
+            if is_volume(path):
                 scans.append(_scan_card(clf, path, plane, method, tmp / "images", stem))
                 continue
             e = clf.explain(path, method=method)
@@ -72,10 +72,9 @@ def _scan_card(clf, path: Path, plane: str, method: str, folder: Path, stem: str
     """A scan's card: its summary, the probability plot and its top slices with their overlays."""
     from PIL import Image
 
-    from .batch import read_scan
     from .report import probability_plot
 
-    a = clf.assess_volume(read_scan(path), plane, top=3, method=method)
+    a = clf.assess_volume(path, plane, top=3, method=method)
     Image.fromarray(probability_plot(a)).save(folder / f"{stem}_plot.png")
     slices = []
     for index, e in a.top:

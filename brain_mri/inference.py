@@ -9,7 +9,7 @@ import torch
 
 from .config import CLASS_NAMES
 from .images import to_pil_rgb
-from .transforms import EvalView
+from .transforms import EvalView, Normalize
 
 
 def configure_threads() -> int:
@@ -59,6 +59,8 @@ class BrainMRIClassifier:
         self.class_names = tuple(class_names)
         self.source = source
         self.ood = ood  # an OODDetector: flags inputs unlike the training slices
+        # the detector's frozen ImageNet stage sees the model's view in grey levels: this normalisation, undone
+        self._normalised = Normalize(self.data_config["mean"], self.data_config["std"]).to(self.device)
         from .explain import pooled_layer
 
         pooled_layer(self.model)  # its one probing forward pass happens now, not in the first request
@@ -144,11 +146,8 @@ class BrainMRIClassifier:
             return None
         if self.ood.backbone is None:
             return self.ood.score(tap.features)
-        if not hasattr(self, "_grey"):  # the model's normalisation, undone: once, not per request
-            self._grey = [torch.tensor(self.data_config[k], device=batch.device).view(1, -1, 1, 1) * 255
-                          for k in ("mean", "std")]
-        mean, std = self._grey
-        return self.ood.score(self.ood.backbone(batch * std + mean))
+        grey = batch * self._normalised.std + self._normalised.mean
+        return self.ood.score(self.ood.backbone(grey))
 
     def assess(self, images) -> list[dict]:
         """Per image: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a brain MRI

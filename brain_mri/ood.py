@@ -6,6 +6,7 @@ features of the training split, Lee et al. 2018) and saved beside the weights as
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,8 +154,6 @@ class OODDetector:
         return f"Mahalanobis on {names}, threshold {self.threshold:.2f}"
 
     def save(self, folder: Path) -> None:
-        import json
-
         from safetensors.torch import save_file
 
         tensors = {"means": self.means.contiguous(), "precision": self.precision.contiguous()}
@@ -167,8 +166,6 @@ class OODDetector:
 
     @classmethod
     def load(cls, path: Path) -> "OODDetector":
-        import json
-
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:

@@ -7,11 +7,10 @@ otherwise tensors map in order, each checked for shape. Pickles are read with
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -99,15 +98,16 @@ def _distribution(spec: str):
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    from huggingface_hub.utils.sha import sha_fileobj
+
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha_fileobj(f).hex()
 
 
 def read_state_dict(path: Path) -> dict:
-    """Tensors of a safetensors file, or of a pickled state dict read with ``weights_only=True``."""
+    """Tensors of a safetensors file, or of a pickled state dict read with ``weights_only=True``.
+
+    Not timm's ``load_state_dict``: it let a pickled ``argparse.Namespace`` through, which is no weight."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -165,4 +165,4 @@ def load_pretrained(model: torch.nn.Module, spec: str) -> WeightSource:
     new = [k for k in missing if not k.endswith("num_batches_tracked")]
     logger.info("Pretrained weights from %s, %d tensors mapped %s; new: %s", found.describe(), len(mapped), how,
                 ", ".join(new) or "nothing")
-    return WeightSource(**{**found.as_dict(), "mapping": how})
+    return replace(found, mapping=how)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .dicom_series import MAX_VOXELS, check_voxels
-from .images import _without_paths
+from .config import DICOM_EXTENSIONS
+from .images import _is_dicom, _without_paths
 
 PLANES = ("axial", "coronal", "sagittal")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".zip")
@@ -23,10 +24,12 @@ MAX_ZIP_RATIO = 200  # an archive (or a member) unpacking to more than this time
 
 
 def is_volume(path) -> bool:
-    """A NIfTI file, a zip, or a multi-frame DICOM file (read from its header only)."""
-    name = Path(path).name.lower()
-    if name.endswith(VOLUME_SUFFIXES):
+    """A NIfTI file, a zip, a folder (one DICOM series) or a multi-frame DICOM file (read from its header only)."""
+    path = Path(path)
+    if path.is_dir() or path.name.lower().endswith(VOLUME_SUFFIXES):
         return True
+    if not path.is_file() or not (path.suffix.lower() in DICOM_EXTENSIONS or _is_dicom(path)):
+        return False  # an image: no DICOM reader needed to say so
     try:
         import pydicom
 
@@ -78,10 +81,6 @@ class Volume:
             return grey
         return np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BILINEAR))
 
-    def slices(self, plane: str = "axial"):
-        """Every slice of ``plane``, in order (a generator: a volume is never held twice)."""
-        return (self.slice(i, plane) for i in range(self.count(plane)))
-
 
 def _axis(plane: str) -> int:
     if plane not in PLANES:
@@ -91,7 +90,7 @@ def _axis(plane: str) -> int:
 
 def read_volume(source) -> Volume:
     """Reads a NIfTI file (``.nii``, ``.nii.gz``), a zip of one DICOM series, a multi-frame DICOM file,
-    or a list of DICOM files of one series (sorted along the slice normal, never by file name).
+    a folder or a list of DICOM files of one series (sorted along the slice normal, never by file name).
 
     Raises:
         ValueError: one line saying why the scan is refused (4-D, mixed series, too large, a zip bomb,
@@ -104,6 +103,10 @@ def read_volume(source) -> Volume:
         _check_series([Path(p).stat().st_size if Path(p).is_file() else 0 for p in source], name)
         return _series([(Path(p).name, _file_bytes(p)) for p in source], name)
     path = Path(source)
+    if path.is_dir():  # a folder of one series, named after it
+        volume = read_volume(sorted(f for f in path.rglob("*") if f.is_file()) or _empty(path))
+        volume.name = path.name
+        return volume
     if not path.is_file():
         raise ValueError(f"No such file: {path.name}")
     name = path.name.lower()
@@ -112,6 +115,10 @@ def read_volume(source) -> Volume:
     if name.endswith(".zip") or zipfile.is_zipfile(path):
         return _series(_zip_members(path), path.name)
     return _series([(path.name, _file_bytes(path))], path.name)
+
+
+def _empty(folder: Path):
+    raise ValueError(f"{folder.name} holds no file.")
 
 
 def _file_bytes(path) -> bytes:

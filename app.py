@@ -19,10 +19,10 @@ from gradio import FileData
 
 from brain_mri import DISCLAIMER, BrainMRIClassifier
 from brain_mri.answers import ENCODERS, new_output_folder, save_png, uploaded_files
-from brain_mri.captions import caption, slice_caption
-from brain_mri.config import DICOM_EXTENSIONS, DISPLAY_NAMES, true_class
-from brain_mri.examples import example_files, example_inputs, example_name
-from brain_mri.page import METHODS, facts_markdown, scan_html, summary_html
+from brain_mri.captions import slice_caption
+from brain_mri.config import DICOM_EXTENSIONS, DISPLAY_NAMES
+from brain_mri.examples import example_cards, example_files, example_inputs, example_name
+from brain_mri.page import METHODS, facts_markdown, limits_markdown, scan_html, summary_html
 from brain_mri.volumes import PLANES, VOLUME_SUFFIXES, is_volume, read_volume
 
 HERE = Path(__file__).resolve().parent
@@ -203,18 +203,6 @@ def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity
            str(report), gr.update(value=plot, visible=True), gr.update(value=top, visible=bool(top)))
 
 
-def gallery_cards(clf: BrainMRIClassifier, examples: dict) -> list:
-    """One Gallery item per example: the slice beside its overlay, captioned with the true and predicted class."""
-    import numpy as np
-
-    cards = []
-    for name, path in examples.items():
-        e = clf.explain(path)
-        cards.append((np.concatenate([e.image, e.overlay], axis=1),
-                      caption(name, true_class(name), e.probabilities, e.warning)))
-    return cards
-
-
 def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
     """Inputs and results of one example, by name (the Gallery's click and ``/?example=<name>``)."""
     path = examples.get(name or "")
@@ -237,6 +225,8 @@ def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: tu
                     "Drop a brain MRI slice: the model gives the probabilities of glioma, meningioma, "
                     "pituitary tumour and no tumour, and the heatmap shows what drove its answer.")
         gr.Markdown(f"> **Medical disclaimer.** {DISCLAIMER}")
+        facts = clf.facts()
+        gr.Markdown(limits_markdown(bool(facts["external"])))
         gr.Markdown(f"**Weights in use:** {model_name(clf)}" + (f" · ⚠️ {notice[0]}" if notice[0] else ""))
         if notice[1]:  # the reason, for those who ask: one click away
             with gr.Accordion("Why the bundled model?", open=False):
@@ -251,13 +241,16 @@ def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: tu
                     gallery = gr.Gallery(columns=3, allow_preview=False, label="Examples", object_fit="contain",
                                          height="auto", elem_id="example-gallery")
                 # drawn when the tab is first opened, once for all visitors: start-up stays fast
-                tab.select(cache(partial(gallery_cards, clf, examples)), None, gallery, api_visibility="private")
+                tab.select(cache(partial(example_cards, clf, examples)), None, gallery, api_visibility="private")
 
                 def on_select(evt: gr.SelectData):
                     return open_example(clf, examples, list(examples)[evt.index])
 
                 gallery.select(on_select, None, shown, api_visibility="private")
-        gr.Markdown(facts_markdown(clf.facts(), model_name(clf)))
+        gr.Markdown(facts_markdown(facts, model_name(clf)))
+        if facts["external"]:  # the card's section, where the sentence under the disclaimer links
+            with gr.Accordion("External validation: brain MRI from outside the Kaggle set", elem_id="external-validation"):
+                gr.Markdown(facts["external"])
 
         def on_load(request: gr.Request):  # /?example=<name> opens the page with that example analysed
             return open_example(clf, examples, dict(request.query_params).get("example"))
@@ -336,6 +329,7 @@ def main(argv=None):
     p.add_argument("--concurrency", type=int, default=2, help="requests analysed at once (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)  # its decoder tracebacks: we log one line per rejection
     from brain_mri import configure_threads
 
     logger.info("torch threads: %d (set BRAIN_MRI_THREADS to change)", configure_threads())

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import CLASS_NAMES, DATASET_ID, DATASET_NAME, DISCLAIMER, LICENSE, TrainConfig
+from .config import CLASS_NAMES, DATASET_ID, DATASET_NAME, DISCLAIMER, LICENSE, OUTSIDE_KAGGLE, TrainConfig
 
 TEMPLATE = Path(__file__).resolve().parent / "model_card.md"  # ./model_card.md links here
 CARD_CONTEXT = "card_context.json"
+EXTERNAL = "external.json"  # benchmarks/external.py --write-card: the model on brain MRI from outside the Kaggle set
 
 
 def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: dict, hardware: str,
@@ -78,7 +79,8 @@ def render_card(out_dir: Path, context: dict, template: Path = TEMPLATE) -> None
         model_name=context["repo_name"],
         eval_results=results or None,
     )
-    card = ModelCard.from_template(card_data, template_path=str(template), disclaimer=DISCLAIMER, **context)
+    card = ModelCard.from_template(card_data, template_path=str(template), disclaimer=DISCLAIMER,
+                                   outside_kaggle=OUTSIDE_KAGGLE, **context)
     card.save(out_dir / "README.md")
 
 
@@ -98,7 +100,16 @@ def rerender_card(folder: Path, notes: str | None = None) -> None:
         (folder / CARD_CONTEXT).write_text(json.dumps(context, indent=1))
     context["metrics"] = json.loads((folder / "metrics.json").read_text())
     context["eval_table"] = [tuple(row) for row in context["eval_table"]]
+    if (folder / EXTERNAL).is_file():
+        context["external"] = json.loads((folder / EXTERNAL).read_text())
     render_card(folder, context)
+
+
+def save_external(folder: Path, result: dict) -> None:
+    """Keeps ``result`` (``command``, ``date``, ``table``, ``rows`` of benchmarks/external.py) beside the model
+    and renders its card again with an "External validation" table."""
+    (folder / EXTERNAL).write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    rerender_card(folder)
 
 
 def model_facts(source: str) -> dict:
@@ -110,12 +121,13 @@ def model_facts(source: str) -> dict:
 
     path = Path(source)
     facts = {"source": str(source), "link": str(path.resolve()) if path.is_dir() else f"https://huggingface.co/{source}",
-             "arch": None, "dataset": None, "metrics": {}, "initialisation": None}
+             "arch": None, "dataset": None, "metrics": {}, "initialisation": None, "external": None}
     try:
         card = ModelCard.load(path / "README.md" if path.is_dir() else source)
     except Exception:  # no card, or offline: the app still works without the facts
         return facts
     data = card.data
+    facts["external"] = card_section(card.text, "External validation")
     facts["dataset"] = (data.datasets or [None])[0]
     for r in data.eval_results or []:
         facts["metrics"].setdefault(r.dataset_split, {})[r.metric_type] = r.metric_value
@@ -126,3 +138,11 @@ def model_facts(source: str) -> dict:
         init = config.get("brain_mri", {}).get("initialisation")
         facts["initialisation"] = init["source"] if init else None
     return facts
+
+
+def card_section(text: str, title: str) -> str | None:
+    """The body of the card's ``## title`` section (up to the next ``## ``), or None when it has none."""
+    head = f"\n## {title}\n"
+    if head not in "\n" + text:
+        return None
+    return ("\n" + text).split(head, 1)[1].split("\n## ", 1)[0].strip() or None

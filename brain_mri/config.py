@@ -61,6 +61,9 @@ DISCLAIMER = (
     "diagnosis, treatment or any clinical decision. Its output can be wrong; a qualified "
     "radiologist must read every scan."
 )
+#: What the external validation found, in one sentence for the page and every whole-scan summary.
+OUTSIDE_KAGGLE = ("Tumours on T2-weighted and skull-stripped images, and on scans from other hospitals, are often "
+                  "missed: the model learnt from one public collection of slices.")
 
 
 #: Keys of a data config that timm does not know: ``config.json`` keeps them under ``brain_mri``.

@@ -1,7 +1,9 @@
 """One DICOM series (several single-frame files, or one multi-frame file) -> a RAS+ volume.
 
 Slices are ordered by their position along the slice normal (then InstanceNumber), never by file
-name; sizes, series and positions are checked from the headers before any pixel is decoded.
+name; a series whose files all give one position is ordered by SliceLocation, else InstanceNumber, unless
+something marks echoes or time points. Sizes, series and positions are checked from the headers before
+any pixel is decoded; compressed pixels go through pydicom's decoders (GDCM for the JPEG family).
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ def check_voxels(shape, name: str) -> None:
 
 
 def series_volume(members: list, name: str):
-    """``(data, spacing, window, kind)`` of the series in ``members`` (``(file name, bytes)`` pairs).
+    """``(data, spacing, windows, kind, notes)`` of the series in ``members`` (``(file name, bytes)`` pairs).
 
-    ``data`` is float32 in RAS+ order, ``window`` the DICOM window as (low, high) or None.
+    ``data`` is float32 in RAS+ order; ``windows`` the distinct DICOM windows of its files as (low, high)
+    (empty when none has one); ``notes`` plain sentences on how the slices were ordered, when not by position.
 
     Raises:
         ValueError: no DICOM image, mixed series, a 4-D series, too many voxels, undecodable pixels.
@@ -54,18 +57,18 @@ def series_volume(members: list, name: str):
     normal = np.cross(orientation[:3], orientation[3:])
     multi = frames[0] if len(datasets) == 1 else 0  # the frames of one file, else 0: one image per file
     positions = _positions(datasets, multi)
-    order, along = _order(datasets, positions, normal, multi, name)
+    order, along, notes = _order(datasets, positions, normal, multi, name)
     stack = _pixels(members, datasets, name)[order]  # (slices, rows, columns)
     spacing = _spacing(first, along)
     affine = _affine(orientation, normal, spacing, positions[order[0]] if positions[0] is not None else None)
     data, zooms = _canonical(stack.transpose(2, 1, 0), affine)
-    window = _window(first)
+    windows = sorted({w for _, ds in datasets if (w := _window(ds)) is not None})
     if getattr(first, "PhotometricInterpretation", "") == "MONOCHROME1":  # white is low: turn it round
         data = -data
-        window = None if window is None else (-window[1], -window[0])
+        windows = [(-high, -low) for low, high in windows]
     kind = ("multi-frame DICOM" if multi > 1 else
             f"DICOM series of {len(datasets)} file{'s' * (len(datasets) != 1)}")
-    return data, zooms, window, kind
+    return data, zooms, windows, kind, notes
 
 
 def _headers(members: list) -> list:
@@ -141,17 +144,45 @@ def _positions(datasets: list, frames: int) -> list:
 
 
 def _order(datasets: list, positions: list, normal: np.ndarray, frames: int, name: str):
-    """Slice order (by position along the normal, then InstanceNumber) and the sorted positions along it."""
+    """Slice order, the slices' places along the normal in mm (None when unknown) and a note on how the
+    order was found when not from positions: by position along the normal (then InstanceNumber); when
+    the files give no position or all the same one, by SliceLocation, else by InstanceNumber."""
     count = frames or len(datasets)
-    instance = [0] * count if frames else [_number(ds.get("InstanceNumber")) or 0 for _, ds in datasets]
+    instance = [0] * count if frames else [_number(ds.get("InstanceNumber")) for _, ds in datasets]
     along = [float(p @ normal) if p is not None else 0.0 for p in positions]
-    order = np.array(sorted(range(count), key=lambda k: (along[k], instance[k])))
-    if positions[0] is not None:
-        distinct = len({round(a, 3) for a in along})
-        if distinct < count:
-            raise ValueError(f"{name} holds {count} images at {distinct} positions (a 4-D or multi-echo series); "
-                             "upload a single volume.")
-    return order, [along[k] for k in order]
+    distinct = len({round(a, 3) for a in along}) if positions[0] is not None else 0
+    if distinct == count or count == 1 or (frames and not distinct):  # no positions in a file: frames as stored
+        order = np.array(sorted(range(count), key=lambda k: (along[k], instance[k] or 0)))
+        return order, [along[k] for k in order], []
+    if distinct > 1 or frames:
+        raise ValueError(f"{name} holds {count} images at {distinct} positions (a 4-D or multi-echo series); "
+                         "upload a single volume.")
+    _refuse_time_points(datasets, name)
+    locations = [_number(ds.get("SliceLocation")) for _, ds in datasets]
+    if None not in locations and len({round(v, 3) for v in locations}) == count:
+        order = np.argsort(locations, kind="stable")
+        return order, [locations[k] for k in order], [f"Slice order from slice locations ({_why(distinct)})."]
+    if None not in instance and len(set(instance)) == count:
+        return np.argsort(instance, kind="stable"), None, [f"Slice order from instance numbers ({_why(distinct)})."]
+    raise ValueError(f"The slice order of {name} is unknown: its {count} files share one position and have no "
+                     "distinct slice locations or instance numbers.")
+
+
+def _why(distinct: int) -> str:
+    return "every file gives the same position" if distinct == 1 else "the files give no positions"
+
+
+#: Tags whose values differ between the images of a 4-D series at one position: echoes, time points, b-values.
+TIME_POINT_TAGS = ("EchoTime", "EchoNumbers", "AcquisitionTime", "TemporalPositionIdentifier", "DiffusionBValue")
+
+
+def _refuse_time_points(datasets: list, name: str) -> None:
+    """Refuses a series whose files, at one position, differ in echo, time point or b-value (a 4-D series)."""
+    for tag in TIME_POINT_TAGS:
+        values = {str(ds.get(tag, "")).strip() for _, ds in datasets}
+        if len(values) > 1:
+            raise ValueError(f"{name} holds {len(datasets)} images at one position with {len(values)} different "
+                             f"{tag} values (a 4-D or multi-echo series); upload a single volume.")
 
 
 def _pixels(members: list, datasets: list, name: str) -> np.ndarray:
@@ -159,6 +190,8 @@ def _pixels(members: list, datasets: list, name: str) -> np.ndarray:
     files are decoded one at a time."""
     import pydicom
     from pydicom.pixels import apply_modality_lut
+
+    from .images import decode_reason
 
     images = []
     for k, header in datasets:
@@ -170,16 +203,17 @@ def _pixels(members: list, datasets: list, name: str) -> np.ndarray:
                 raise ValueError("colour images are not MRI")
             arr = apply_modality_lut(arr, ds) if "RescaleSlope" in ds or "ModalityLUTSequence" in ds else arr
         except Exception as e:  # pydicom raises many types for broken or undecodable pixel data
-            reason = (str(e) or type(e).__name__).splitlines()[0]
+            reason = decode_reason(header, e) or (str(e) or type(e).__name__).splitlines()[0]
             raise ValueError(f"Cannot read {file_name} in {name} as DICOM: {reason}") from None
         images.append(np.asarray(arr, dtype=np.float32).reshape(-1, *arr.shape[-2:]))
     return np.concatenate(images)
 
 
-def _spacing(ds, along: list) -> tuple:
-    """(row, column, slice) spacing in mm; between slices, measured from the positions when there are any."""
+def _spacing(ds, along: list | None) -> tuple:
+    """(row, column, slice) spacing in mm; between slices, measured from the positions (or slice locations)
+    when there are any, else SpacingBetweenSlices or SliceThickness."""
     row, col = _number(_shared(ds, "PixelMeasuresSequence", "PixelSpacing"), 2) or (1.0, 1.0)
-    steps = np.diff(along)
+    steps = np.diff(along if along is not None else [])
     if len(steps) and np.median(steps) > 0:
         between = float(np.median(steps))
     else:

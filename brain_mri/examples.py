@@ -32,3 +32,18 @@ def example_name(path, folder: Path = FOLDER) -> str | None:
     if not any(size == known for known, _ in _digests(Path(folder))):
         return None
     return _digests(Path(folder)).get((size, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+
+
+def example_cards(clf, examples: dict) -> list:
+    """One gallery item per example: the slice beside its overlay, captioned with the true and predicted class."""
+    import numpy as np
+
+    from .captions import caption
+    from .config import true_class
+
+    cards = []
+    for name, path in examples.items():
+        e = clf.explain(path)
+        cards.append((np.concatenate([e.image, e.overlay], axis=1),
+                      caption(name, true_class(name), e.probabilities, e.warning)))
+    return cards

@@ -95,7 +95,7 @@ def read_dicom(path) -> np.ndarray:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError as e:  # optional dependency of the app
         raise ValueError("Reading DICOM needs pydicom: pip install pydicom") from e
-    name = Path(path).name
+    name, ds = Path(path).name, None
     try:
         ds = pydicom.dcmread(path)
         _check_declared_size(ds, name)  # before any pixel is decoded
@@ -107,8 +107,30 @@ def read_dicom(path) -> np.ndarray:
     except _Refused:
         raise
     except Exception as e:  # pydicom raises many types for broken files
-        raise ValueError(f"Cannot read {name} as DICOM: {_without_paths(e, path, name)}") from None
+        reason = decode_reason(ds, e) or _without_paths(e, path, name)
+        raise ValueError(f"Cannot read {name} as DICOM: {reason}") from None
     return np.asarray(arr)
+
+
+def decode_reason(ds, error: Exception) -> str | None:
+    """One line on why the compressed pixels of ``ds`` did not decode, naming their transfer syntax (never
+    pydicom's list of missing plugins); None when ``ds`` is not compressed."""
+    text = str(error) or type(error).__name__
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return None
+    from pydicom.pixels import get_decoder
+
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # pydicom has no decoder at all for it (MPEG, HEVC video)
+        available = False
+    if not available:
+        return (f"its pixels are compressed as {syntax.name}, which this server cannot decode; "
+                "export the images uncompressed or as JPEG Lossless.")
+    # "Unable to decode as exceptions were raised by all available plugins:\n  gdcm: <why>": keep the why
+    reasons = [line.split(": ", 1)[-1].strip() for line in text.splitlines()[1:] if line.strip()]
+    return f"its {syntax.name} pixels could not be decoded ({reasons[0] if reasons else text.splitlines()[0]})."
 
 
 class _Refused(ValueError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 
 from .captions import verdict
-from .config import CAM_METHODS, DISPLAY_NAMES, true_class
+from .config import CAM_METHODS, DISPLAY_NAMES, OUTSIDE_KAGGLE, true_class
 
 METHODS = {k: name for k, (_, name) in CAM_METHODS.items()}
 
@@ -52,3 +52,9 @@ def facts_markdown(facts: dict, model: str) -> str:
     for split, m in facts["metrics"].items():
         lines.append(f"**{split}:** " + ", ".join(f"{k} {v:.2%}" for k, v in m.items()))
     return "  \n".join(lines)
+
+
+def limits_markdown(linked: bool) -> str:
+    """The line under the disclaimer: what the external validation found, linked to its section when the page
+    has one (the model card's)."""
+    return f"⚠️ {OUTSIDE_KAGGLE[:-1]} ([external validation](#external-validation))." if linked else f"⚠️ {OUTSIDE_KAGGLE}"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import CLASS_NAMES, DISPLAY_NAMES
+from .config import CLASS_NAMES, DISPLAY_NAMES, OUTSIDE_KAGGLE
 
 NO_TUMOUR = "notumor"
 SLICE_LEVEL = ("The model judges each slice on its own: it was trained on single 2-D slices, never on patients or "
                "whole scans. These numbers are no diagnosis of the patient: a tumour can be missed on every slice, "
                "and a healthy scan can have slices called a tumour.")
+CAVEATS = [SLICE_LEVEL, OUTSIDE_KAGGLE]
 
 
 @dataclass
@@ -22,6 +23,7 @@ class VolumeAssessment:
         slices: per slice, in order: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a
             brain MRI slice, else None) and ``ood_score``.
         top: ``(slice index, Explanation)`` of the slices with the highest tumour probability, highest first.
+        reading: how the scan was read (:attr:`~brain_mri.volumes.Volume.reading`): its window, its slice order.
     """
 
     name: str
@@ -29,6 +31,7 @@ class VolumeAssessment:
     plane: str
     slices: list
     top: list = field(default_factory=list)
+    reading: list = field(default_factory=list)
 
     @property
     def flagged(self) -> list[int]:
@@ -47,13 +50,13 @@ class VolumeAssessment:
     def summary(self) -> str:
         """Plain sentences: what was scored, what was left out, where the tumour probability is highest."""
         n, flagged = len(self.slices), len(self.flagged)
-        lines = [f"{n} {self.plane} slice{'s' * (n != 1)} of {self.name} ({self.kind}) scored."]
+        lines = [f"{n} {self.plane} slice{'s' * (n != 1)} of {self.name} ({self.kind}) scored.", *self.reading]
         if flagged:
             lines.append(f"{flagged} slice{'s were' if flagged != 1 else ' was'} not taken for a brain MRI slice "
                          "(blank, outside the head, or unlike the training slices) and got no answer.")
         answered = [i for i in range(n) if not self.slices[i]["warning"]]
         if not answered:
-            return " ".join(lines + ["No slice was taken for a brain MRI slice, so there is no answer.", SLICE_LEVEL])
+            return " ".join(lines + ["No slice was taken for a brain MRI slice, so there is no answer.", *CAVEATS])
         calls = [self.predicted(i) for i in answered]
         tumour = {c: calls.count(c) for c in CLASS_NAMES if c != NO_TUMOUR and calls.count(c)}
         found = ", ".join(f"{DISPLAY_NAMES[c].lower()} {k}" for c, k in tumour.items())
@@ -62,12 +65,13 @@ class VolumeAssessment:
         best = top_slices(self.slices, 1)[0]
         lines.append(f"Highest tumour probability: slice {best} ({self.tumour_probability(best):.1%}; "
                      f"top class {DISPLAY_NAMES[self.predicted(best)]}).")
-        return " ".join(lines + [SLICE_LEVEL])
+        return " ".join(lines + CAVEATS)
 
     def to_dict(self) -> dict:
         """JSON-ready: per-slice rows, the flagged and top slices, and the summary."""
         return {
-            "file": self.name, "kind": self.kind, "plane": self.plane, "summary": self.summary(),
+            "file": self.name, "kind": self.kind, "plane": self.plane, "reading": self.reading,
+            "summary": self.summary(),
             "slices": [{"index": i, "predicted": self.predicted(i), "probabilities": s["probabilities"],
                         "tumour_probability": self.tumour_probability(i), "flagged": bool(s["warning"]),
                         "ood_score": s["ood_score"], "warning": s["warning"]} for i, s in enumerate(self.slices)],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ class Volume:
         window: (low, high) intensities mapped to black and white.
         name: the file's (or the series') name, never a folder.
         kind: "NIfTI", "DICOM series of N files" or "multi-frame DICOM".
+        reading: plain sentences on how it was read: the window, and the slice order when not from positions.
     """
 
     data: np.ndarray
@@ -56,6 +57,7 @@ class Volume:
     window: tuple
     name: str
     kind: str
+    reading: list = field(default_factory=list)
 
     def count(self, plane: str = "axial") -> int:
         """How many slices ``plane`` has."""
@@ -163,7 +165,26 @@ def _nifti(path: Path) -> Volume:
     except Exception as e:
         raise ValueError(f"Cannot read {path.name} as NIfTI: {_without_paths(e, path, path.name)}") from None
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return Volume(data, spacing, _robust_window(data), path.name, "NIfTI")
+    return Volume(data, spacing, _robust_window(data), path.name, "NIfTI", [ROBUST + "."])
+
+
+ROBUST = "Window: the scan's own 0.5th to 99.5th intensity percentiles"
+
+
+def _choose_window(data: np.ndarray, windows: list) -> tuple:
+    """``(window, sentence)``: the files' DICOM window when they agree on one that leaves most of the head
+    unclipped, else the scan's robust window (scanners often write an automatic window per slice)."""
+    robust = _robust_window(data)
+    if not windows:
+        return robust, ROBUST + " (the files name no window)."
+    if len(windows) > 1:
+        return robust, ROBUST + f", because its files name {len(windows)} different windows."
+    low, high = windows[0]
+    sample = data.ravel()[:: max(1, data.size // 2_000_000)]
+    head = sample[sample > robust[0] + 0.1 * (robust[1] - robust[0])]
+    if head.size and np.mean((head > high) | (head < low)) > 0.5:
+        return robust, ROBUST + ", because the files' DICOM window would clip most of the head."
+    return (low, high), f"Window: the files' DICOM window (centre {(low + high) / 2:g}, width {high - low:g})."
 
 
 def _robust_window(data: np.ndarray) -> tuple:
@@ -214,5 +235,6 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 def _series(members: list, name: str) -> Volume:
     from .dicom_series import series_volume
 
-    data, spacing, window, kind = series_volume(members, name)
-    return Volume(data, spacing, window or _robust_window(data), name, kind)
+    data, spacing, windows, kind, notes = series_volume(members, name)
+    window, sentence = _choose_window(data, windows)
+    return Volume(data, spacing, window, name, kind, [sentence, *notes])

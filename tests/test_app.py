@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
 from brain_mri import BrainMRIClassifier  # noqa: E402
-from brain_mri.config import CLASS_NAMES, DISPLAY_NAMES  # noqa: E402
+from brain_mri.config import CLASS_NAMES, DISPLAY_NAMES, true_class  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_example_by_name_has_its_true_class_and_a_link(answering_folder):
     out, _ = answering_folder
     clf = BrainMRIClassifier.from_pretrained(out)
     examples = app.example_files()
-    assert len(examples) >= 8 and {app.true_class(n) for n in examples} == set(CLASS_NAMES)
+    assert len(examples) >= 8 and {true_class(n) for n in examples} == set(CLASS_NAMES)
     image, dicom, label, views, details, summary, report, plot, top, tabs = app.open_example(
         clf, examples, "pituitary_sagittal.jpg")
     assert image.endswith("pituitary_sagittal.jpg") and dicom is None and details["file"] == "pituitary_sagittal.jpg"
@@ -258,7 +258,12 @@ def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):
     shown = " ".join(str(b.value) for b in page.blocks.values() if isinstance(b, gr.Markdown))
     assert f"Weights in use:** bundled model ({arch}" in shown and "could not be loaded" in shown
     folded = [b for b in page.blocks.values() if isinstance(b, gr.Accordion)]
-    assert len(folded) == 1 and not folded[0].open  # the reason: one click away
+    why = [b for b in folded if b.label == "Why the bundled model?"]
+    assert len(why) == 1 and not why[0].open  # the reason: one click away
+    # under the disclaimer, the external validation in one sentence, linked to the card's section on the page
+    assert "are often missed" in shown and "([external validation](#external-validation))" in shown
+    assert [b.elem_id for b in folded if b is not why[0]] == ["external-validation"]
+    assert "| chris_t1 as a DICOM series (a window per file) | no tumour |" in shown
     assert str(BUNDLED_MODEL) not in shown
 
 

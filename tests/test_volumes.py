@@ -183,3 +183,72 @@ def test_archive_refusals(tmp_path):
     with pytest.raises(ValueError) as e:
         read_volume(broken)
     assert _one_line(e).startswith("Cannot read broken.nii.gz as NIfTI")
+
+
+def test_files_that_disagree_on_the_window_get_the_scans_own(slices, tmp_path):
+    """Scanners often write an automatic window per slice: the first file's (a narrow one, for a dark slice at
+    the edge of the head) would turn the rest white. The scan's robust window keeps every slice readable."""
+    import pydicom
+
+    from brain_mri.volumes import _robust_window
+
+    scaled = slices.astype(np.float64) * 4  # 0..1020
+    scaled[0] *= 0.2  # the first slice: the edge of the head, dark
+    paths = write_series(tmp_path / "series", scaled, [0.0, 2.0, 4.0, 6.0], [1, 2, 3, 4])
+    for p in paths:  # each file's window from its own slice, as Siemens writes them
+        ds = pydicom.dcmread(p)
+        low, high = np.percentile(ds.pixel_array, (1, 99))
+        ds.WindowCenter, ds.WindowWidth = float((low + high) / 2), float(high - low)
+        ds.save_as(p)
+    volume = read_volume(paths)
+    assert volume.window == _robust_window(volume.data)
+    assert volume.reading[0] == ("Window: the scan's own 0.5th to 99.5th intensity percentiles, because its files "
+                                 "name 4 different windows.")
+    for k in range(1, 4):  # the slices come back as written, scaled once for all: no slice is burnt white
+        assert (volume.slice(k) == 255).mean() < 0.05 and _corr(volume.slice(k), slices[k]) > 0.99
+
+
+def test_one_window_that_clips_most_of_the_head_is_set_aside(slices, tmp_path):
+    volume = read_volume(write_series(tmp_path / "narrow", slices, [0, 1, 2, 3], [1, 2, 3, 4], window=(10, 10)))
+    assert volume.reading[0].endswith("because the files' DICOM window would clip most of the head.")
+    kept = read_volume(write_series(tmp_path / "fair", slices, [0, 1, 2, 3], [1, 2, 3, 4], window=(100, 180)))
+    assert kept.window == (10.0, 190.0) and kept.reading == ["Window: the files' DICOM window (centre 100, width 180)."]
+
+
+def test_a_series_with_one_position_is_ordered_by_slice_location_then_instance_number(slices, tmp_path):
+    import pydicom
+
+    locations = [-12.0, -10.5, -9.0, -7.5]
+    paths = write_series(tmp_path / "located", slices, [5.0] * 4, instances=[1, 2, 3, 4], shuffle_seed=3)
+    for p in paths:  # same ImagePositionPatient everywhere; SliceLocation in 1.5 mm steps, instance numbers shuffled
+        ds = pydicom.dcmread(p)
+        k = int(ds.InstanceNumber) - 1
+        ds.SliceLocation, ds.InstanceNumber = locations[k], [7, 3, 9, 1][k]
+        ds.save_as(p)
+    volume = read_volume(paths)
+    assert volume.spacing[2] == 1.5 and volume.reading[1] == ("Slice order from slice locations (every file gives "
+                                                             "the same position).")
+    assert [int(np.argmax([_corr(volume.slice(k), s) for s in slices])) for k in range(4)] == [0, 1, 2, 3]
+
+    numbered = write_series(tmp_path / "numbered", slices, [5.0] * 4, instances=[2, 4, 6, 8], shuffle_seed=4,
+                            SpacingBetweenSlices=3.0)
+    volume = read_volume(numbered)
+    assert volume.spacing[2] == 3.0 and "Slice order from instance numbers" in volume.reading[1]
+    assert [int(np.argmax([_corr(volume.slice(k), s) for s in slices])) for k in range(4)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("tag,values", [("EchoTime", [10, 10, 90, 90]), ("TemporalPositionIdentifier", [1, 2, 3, 4]),
+                                        ("AcquisitionTime", ["101500", "101530", "101600", "101630"])])
+def test_a_4d_series_at_one_position_is_still_refused(slices, tmp_path, tag, values):
+    import pydicom
+
+    paths = write_series(tmp_path / "dynamic", slices, [5.0] * 4, instances=[1, 2, 3, 4])
+    for p in paths:  # distinct slice locations too: only the echo or time tags tell the 4-D series apart
+        ds = pydicom.dcmread(p)
+        k = int(ds.InstanceNumber) - 1
+        ds.SliceLocation = float(k)
+        setattr(ds, tag, values[k])
+        ds.save_as(p)
+    with pytest.raises(ValueError) as e:
+        read_volume(paths)
+    assert f"4 images at one position with {len(set(values))} different {tag} values" in _one_line(e)

@@ -84,3 +84,67 @@ def zip_files(path, files, names=None) -> Path:
         for k, f in enumerate(files):
             z.write(f, names[k] if names else Path(f).name)
     return Path(path)
+
+
+def transcode(source, target, syntax: str, quality: int = 95) -> Path:
+    """``source`` rewritten by GDCM with its pixels compressed as ``syntax`` (a ``gdcm.TransferSyntax`` name:
+    ``JPEGLosslessProcess14_1``, ``JPEGBaselineProcess1``, ``JPEG2000``, ``RLELossless``...); the lossy
+    JPEG, JPEG-LS and JPEG 2000 syntaxes are written lossy."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    if not reader.Read():
+        raise ValueError(f"GDCM cannot read {source}")
+    ts = getattr(gdcm.TransferSyntax, syntax)
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(ts))
+    change.SetInput(reader.GetImage())
+    if syntax in ("JPEGBaselineProcess1", "JPEGExtendedProcess2_4"):
+        codec = gdcm.JPEGCodec()
+        codec.SetLossless(False)
+        codec.SetQuality(quality)
+        change.SetUserCodec(codec)
+    elif syntax == "JPEGLSNearLossless":
+        codec = gdcm.JPEGLSCodec()
+        codec.SetLossless(False)
+        codec.SetLossyError(2)
+        change.SetUserCodec(codec)
+    elif syntax == "JPEG2000":
+        codec = gdcm.JPEG2000Codec()
+        codec.SetRate(0, 10)  # 10:1, lossy
+        change.SetUserCodec(codec)
+    if not change.Change():
+        raise ValueError(f"GDCM cannot write {syntax}")
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(target))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    if not writer.Write():
+        raise ValueError(f"GDCM cannot write {target}")
+    return Path(target)
+
+
+def write_sagittal_series(nifti, folder, per_file_window: bool = True) -> list:
+    """A NIfTI scan rewritten as one sagittal DICOM file per slice (12-bit values), each file with the window
+    of its own slice (its 0.5th to 99.5th percentiles) as scanners write automatic windows, else with none."""
+    import nibabel as nib
+
+    img = nib.as_closest_canonical(nib.load(str(nifti)))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data = np.round((data - data.min()) * (4095.0 / max(float(np.ptp(data)), 1e-6))).astype(np.uint16)
+    (sx, sy, sz), (_, ny, nz) = img.header.get_zooms()[:3], data.shape
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(data.shape[0]):  # rows run to the feet, columns to the back: pixel (r, c) is voxel (i, ny-1-c, nz-1-r)
+        pixels = np.ascontiguousarray(data[i, ::-1, ::-1].T)
+        ras = img.affine @ [i, ny - 1, nz - 1, 1]
+        low, high = np.percentile(pixels, (0.5, 99.5))
+        window = (float(low + high) / 2, float(max(high - low, 1))) if per_file_window else None
+        ds = dicom_slice(pixels, 0.0, i + 1, window=window, ImageOrientationPatient=[0, 1, 0, 0, 0, -1],
+                         ImagePositionPatient=[-float(ras[0]), -float(ras[1]), float(ras[2])],
+                         PixelSpacing=[float(sz), float(sy)], SliceThickness=float(sx))
+        paths.append(folder / f"IM{i:04d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths

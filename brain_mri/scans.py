@@ -11,6 +11,9 @@ SLICE_LEVEL = ("The model judges each slice on its own: it was trained on single
                "whole scans. These numbers are no diagnosis of the patient: a tumour can be missed on every slice, "
                "and a healthy scan can have slices called a tumour.")
 CAVEATS = [SLICE_LEVEL, OUTSIDE_KAGGLE]
+#: A head section below this share of the scan's largest is near the vertex or the skull base: on a healthy
+#: skull-on T1 (benchmarks/scan_ends.py) 7 of 18 such answered slices were called a tumour, 0 of 143 others.
+END_OF_HEAD = 0.5
 
 
 @dataclass
@@ -24,6 +27,7 @@ class VolumeAssessment:
             brain MRI slice, else None) and ``ood_score``.
         top: ``(slice index, Explanation)`` of the slices with the highest tumour probability, highest first.
         reading: how the scan was read (:attr:`~brain_mri.volumes.Volume.reading`): its window, its slice order.
+        sections: each slice's head section as a share of the largest (:meth:`~brain_mri.volumes.Volume.sections`).
     """
 
     name: str
@@ -32,6 +36,7 @@ class VolumeAssessment:
     slices: list
     top: list = field(default_factory=list)
     reading: list = field(default_factory=list)
+    sections: list = field(default_factory=list)
 
     @property
     def flagged(self) -> list[int]:
@@ -65,6 +70,10 @@ class VolumeAssessment:
         best = top_slices(self.slices, 1)[0]
         lines.append(f"Highest tumour probability: slice {best} ({self.tumour_probability(best):.1%}; "
                      f"top class {DISPLAY_NAMES[self.predicted(best)]}).")
+        if self.sections and self.sections[best] < END_OF_HEAD:
+            lines.append(f"That slice lies near an end of the head (its head section is {self.sections[best]:.0%} of "
+                         "the scan's largest): few training slices look like it, and on a healthy head such slices "
+                         "were often called a tumour.")
         return " ".join(lines + CAVEATS)
 
     def to_dict(self) -> dict:
@@ -74,7 +83,8 @@ class VolumeAssessment:
             "summary": self.summary(),
             "slices": [{"index": i, "predicted": self.predicted(i), "probabilities": s["probabilities"],
                         "tumour_probability": self.tumour_probability(i), "flagged": bool(s["warning"]),
-                        "ood_score": s["ood_score"], "warning": s["warning"]} for i, s in enumerate(self.slices)],
+                        "ood_score": s["ood_score"], "warning": s["warning"],
+                        "head_section": self.sections[i] if self.sections else None} for i, s in enumerate(self.slices)],
             "flagged_slices": self.flagged, "top_slices": [i for i, _ in self.top],
         }
 

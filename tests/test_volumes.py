@@ -252,3 +252,22 @@ def test_a_4d_series_at_one_position_is_still_refused(slices, tmp_path, tag, val
     with pytest.raises(ValueError) as e:
         read_volume(paths)
     assert f"4 images at one position with {len(set(values))} different {tag} values" in _one_line(e)
+
+
+def test_head_sections_and_the_end_of_the_head_caveat(slices, tmp_path):
+    from PIL import Image
+
+    from brain_mri.scans import VolumeAssessment
+
+    small = np.zeros_like(slices[0])  # the same head at 40% of its size: a slice near the vertex
+    small[29:67, 29:67] = np.asarray(Image.fromarray(slices[0]).resize((38, 38)))
+    volume = read_volume(write_nifti(tmp_path / "scan.nii.gz", np.stack([slices[0], slices[1], small])))
+    share = volume.sections()
+    assert share.max() == 1.0 and abs(share[2] / share[0] - 0.4 ** 2) < 0.03  # area goes with the square
+    rows = [{"probabilities": {"glioma": g, "meningioma": 0.0, "notumor": 1 - g, "pituitary": 0.0}, "warning": None,
+             "ood_score": 0.0} for g in (0.1, 0.2, 0.9)]
+    near_end = VolumeAssessment("scan", "NIfTI", "axial", rows, sections=list(share))
+    assert "slice 2 (90.0%" in near_end.summary() and "That slice lies near an end of the head" in near_end.summary()
+    assert near_end.to_dict()["slices"][2]["head_section"] == share[2]
+    mid_head = VolumeAssessment("scan", "NIfTI", "axial", rows, sections=[0.2, 0.3, 0.9])
+    assert "near an end of the head" not in mid_head.summary()

@@ -304,7 +304,7 @@ def analyse_tab(run, examples: dict):
             plot = gr.Image(label="Class probabilities along the scan", visible=False, elem_id="scan-plot",
                             buttons=["download", "fullscreen"], show_label=False)  # the plot has its title
             top = gr.Gallery(label="Top slices (highest tumour probability) with their heatmaps", visible=False,
-                             columns=4, object_fit="contain", height="auto", elem_id="scan-top")
+                             columns=4, object_fit="contain", height="fit-content", elem_id="scan-top")
             report = gr.DownloadButton("Download report (PNG)", variant="secondary")
             label = gr.Label(label="Label", visible=False)
             details = gr.JSON(label="Details", visible=False)

@@ -82,7 +82,7 @@ def test_a_scan_shows_its_plot_and_top_slices(browser, served, tmp_path):
     demo, _ = served
     names = ["notumor_axial_1.jpg", "glioma_axial.jpg", "notumor_axial_2.jpg"]
     scan = write_nifti(tmp_path / "scan.nii.gz", example_slices(names, 128), spacing=(1.0, 1.0, 5.0))
-    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(demo.local_url, wait_until="networkidle")
     page.locator("#scan-input input[type=file]").set_input_files(str(scan))
     page.get_by_role("button", name="Analyse").click()
@@ -91,7 +91,26 @@ def test_a_scan_shows_its_plot_and_top_slices(browser, served, tmp_path):
     assert "Whole scan: 3 axial slices" in text and "judges each slice on its own" in text
     assert page.locator("#scan-plot img").count() == 1 and page.locator("#scan-plot img").is_visible()
     assert page.locator("#scan-top img").count() >= 3
+    page.wait_for_timeout(500)
+    assert page.evaluate(GAP_UNDER_THUMBNAILS) < 30  # the top-slices box fits its thumbnails
     shoot(page, "app_scan.png")
+    page.close()
+
+
+GAP_UNDER_THUMBNAILS = """() => { const box = document.querySelector('#scan-top').getBoundingClientRect();
+  return box.bottom - Math.max(...[...document.querySelectorAll('#scan-top img')].map(i => i.getBoundingClientRect().bottom)); }"""
+
+
+def test_the_line_under_the_disclaimer_links_to_the_external_validation(browser, served):
+    demo, _ = served
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(demo.local_url, wait_until="networkidle")
+    section = page.locator("#external-validation")
+    assert not section.is_hidden() and section.bounding_box()["y"] > 900  # below the fold at first
+    page.get_by_role("link", name="external validation").click()
+    page.wait_for_timeout(500)
+    box = section.bounding_box()
+    assert 0 <= box["y"] < 900 and "External validation" in section.inner_text()
     page.close()
 
 

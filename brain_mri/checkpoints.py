@@ -31,6 +31,7 @@ def save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process has written its RNG state before the folder moves
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         if ema is not None:

@@ -39,20 +39,25 @@ def tumour_slices(mask) -> list[int]:
     return [int(k) for k in np.nonzero(data.reshape(-1, data.shape[2]).any(axis=0))[0]]
 
 
-def find_sets(data: Path, limit: int | None = None, only: str | None = None) -> dict:
-    """``{"images": [(folder, files)], "volumes": [(path, truth, tumour slices or None)]}`` under ``data``;
-    ``limit`` caps the images per folder, ``only`` keeps the volumes whose file name contains it."""
+def find_sets(data: Path, limit: int | None = None, only: list | None = None) -> dict:
+    """``{"images": [(folder, files, truth)], "volumes": [(path, truth, tumour slices or None)]}`` under ``data``
+    (``healthy/`` holds no tumour, every other folder a tumour); ``limit`` caps the images per folder, ``only``
+    keeps the volumes whose file name contains one of its strings."""
+    import nibabel as nib
+
     sets = {"images": [], "volumes": []}
     for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        truth = "no tumour" if folder.name == "healthy" else "tumour"
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if images:
-            sets["images"].append((folder, images[:limit]))
+            sets["images"].append((folder, images[:limit], truth))
         masks = sorted(folder.glob("*mask*.nii*"))
-        inside = tumour_slices(masks[0]) if masks else None
         for scan in sorted(folder.glob("*.nii*")):
-            if scan not in masks and (only is None or only in scan.name):
-                truth = "no tumour" if folder.name == "healthy" else "tumour"
-                sets["volumes"].append((scan, truth, None if truth == "no tumour" else inside))
+            if scan in masks or (only and not any(o in scan.name for o in only)):
+                continue
+            # a mask marks the tumour of the volumes it was drawn on: same grid, same place
+            fits = masks and nib.load(str(scan)).shape[:3] == nib.load(str(masks[0])).shape[:3]
+            sets["volumes"].append((scan, truth, tumour_slices(masks[0]) if fits and truth == "tumour" else None))
     sets["volumes"].sort(key=lambda v: v[1] == "no tumour")  # tumours first, healthy scans last
     return sets
 
@@ -113,25 +118,29 @@ def volume_records(clf, scan: Path, truth: str, inside, name: str | None = None)
             {**base, "truth": "outside the tumour", "slices": "the rest", **calls(outside)}]
 
 
-def series_record(clf, nifti: Path) -> dict:
-    """``nifti`` (a healthy scan) as a zip of sagittal DICOM files with per-file windows, read and scored."""
+def as_dicom_series(nifti: Path, folder: Path) -> Path:
+    """A zip of ``nifti`` rewritten as sagittal DICOM files, each with the automatic window of its own slice."""
     from volume_files import write_sagittal_series, zip_files
 
+    return zip_files(folder / "series.zip", write_sagittal_series(nifti, folder / "series"))
+
+
+def series_record(clf, nifti: Path) -> dict:
+    """``nifti`` (a healthy scan) as a DICOM series with per-file windows (:func:`as_dicom_series`), scored."""
     with tempfile.TemporaryDirectory() as tmp:
-        archive = zip_files(Path(tmp) / "series.zip", write_sagittal_series(nifti, Path(tmp) / "series"))
-        record = volume_records(clf, archive, "no tumour", None)[0]
+        record = volume_records(clf, as_dicom_series(nifti, Path(tmp)), "no tumour", None)[0]
     return {**record, "set": f"{nifti.name.split('.nii')[0]} as a DICOM series (a window per file)"}
 
 
 def measure(clf, data: Path, limit: int | None = None, only: str | None = None) -> list:
     """Every table row for the data under ``data``."""
     sets, records = find_sets(data, limit, only), []
-    for folder, files in sets["images"]:
-        records.append({"set": f"{folder.name} (2-D)", "truth": "tumour", "slices": "all",
+    for folder, files, truth in sets["images"]:
+        records.append({"set": f"{folder.name} (2-D)", "truth": truth, "slices": "all",
                         **calls(image_rows(clf, files))})
         peer = peer_rows(files)
         if peer is not None:
-            records.append({"set": f"{folder.name}, detect-tumor 0.1.1", "truth": "tumour", "slices": "all",
+            records.append({"set": f"{folder.name}, detect-tumor 0.1.1", "truth": truth, "slices": "all",
                             **calls(peer)})
     for scan, truth, inside in sets["volumes"]:
         records += volume_records(clf, scan, truth, inside)
@@ -163,7 +172,7 @@ def main(argv=None) -> list:
     p.add_argument("--model", default=str(ROOT / "model"), help="model folder or Hub id")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="external data folder (default: %(default)s)")
     p.add_argument("--limit", type=int, help="at most this many 2-D images per folder (a quick check)")
-    p.add_argument("--only", help="only the volumes whose file name contains this")
+    p.add_argument("--only", nargs="+", help="only the volumes whose file name contains one of these")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--write-card", action="store_true", help="save the rows as external.json in the model folder "
                    "and render its card again with them")
@@ -173,12 +182,15 @@ def main(argv=None) -> list:
     data = Path(args.data)
     if not data.is_dir():
         sys.exit(f"No external data at {data}: pass --data.")
+    if args.write_card and (args.limit or args.only or not Path(args.model).is_dir()):
+        sys.exit("--write-card needs a model folder and the whole data set (no --limit, no --only).")
     configure_threads()
     clf, start = BrainMRIClassifier.from_pretrained(args.model), time.perf_counter()
     records = measure(clf, data, args.limit, args.only)
     print(f"{clf.display_name()} on {data.name}/ "
           f"({time.perf_counter() - start:.0f} s)\n\n{table(records)}")
-    result = {"command": "python benchmarks/external.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    given = argv if argv is not None else sys.argv[1:]  # paths by their last part: no server's folders in a card
+    result = {"command": " ".join(["python benchmarks/external.py", *(Path(a).name if "/" in a else a for a in given)]),
               "date": time.strftime("%Y-%m-%d"), "table": table(records), "rows": records}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
-from external import DEFAULT_DATA, ROOT, SHORT, find_sets  # noqa: E402
+from external import DEFAULT_DATA, ROOT, SHORT, as_dicom_series, find_sets  # noqa: E402
 
 BINS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.01)
 
@@ -44,8 +44,6 @@ def main(argv=None):
     p.add_argument("--model", default=str(ROOT / "model"))
     p.add_argument("--data", default=str(DEFAULT_DATA))
     args = p.parse_args(argv)
-    from volume_files import write_sagittal_series, zip_files
-
     from brain_mri import BrainMRIClassifier, configure_threads
     from brain_mri.volumes import read_volume
 
@@ -57,8 +55,8 @@ def main(argv=None):
         print("\n".join(rows_for(clf, scan.name.split(".nii")[0], read_volume(scan), inside)), flush=True)
         if scan.name.startswith("chris_t1"):
             with tempfile.TemporaryDirectory() as tmp:
-                series = zip_files(Path(tmp) / "s.zip", write_sagittal_series(scan, Path(tmp) / "s"))
-                print("\n".join(rows_for(clf, "chris_t1 as a DICOM series", read_volume(series), None)), flush=True)
+                series = read_volume(as_dicom_series(scan, Path(tmp)))
+                print("\n".join(rows_for(clf, "chris_t1 as a DICOM series", series, None)), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ def check_voxels(shape, name: str) -> None:
 def series_volume(members: list, name: str):
     """``(data, spacing, windows, kind, notes)`` of the series in ``members`` (``(file name, bytes)`` pairs).
 
-    ``data`` is float32 in RAS+ order; ``windows`` the distinct DICOM windows of its files as (low, high)
-    (empty when none has one); ``notes`` plain sentences on how the slices were ordered, when not by position.
+    ``data`` is float32 in RAS+ order; ``windows`` the distinct DICOM windows of its files as (low, high),
+    None for files that name none; ``notes`` plain sentences on how it was read, when not as usual.
 
     Raises:
         ValueError: no DICOM image, mixed series, a 4-D series, too many voxels, undecodable pixels.
@@ -62,10 +62,11 @@ def series_volume(members: list, name: str):
     spacing = _spacing(first, along)
     affine = _affine(orientation, normal, spacing, positions[order[0]] if positions[0] is not None else None)
     data, zooms = _canonical(stack.transpose(2, 1, 0), affine)
-    windows = sorted({w for _, ds in datasets if (w := _window(ds)) is not None})
+    windows = list({_window(ds) for _, ds in datasets})  # None for a file that names no window
     if getattr(first, "PhotometricInterpretation", "") == "MONOCHROME1":  # white is low: turn it round
         data = -data
-        windows = [(-high, -low) for low, high in windows]
+        windows = [w and (-w[1], -w[0]) for w in windows]
+        notes = [*notes, "Grey levels turned round: the files are MONOCHROME1 (white is low)."]
     kind = ("multi-frame DICOM" if multi > 1 else
             f"DICOM series of {len(datasets)} file{'s' * (len(datasets) != 1)}")
     return data, zooms, windows, kind, notes
@@ -146,7 +147,7 @@ def _positions(datasets: list, frames: int) -> list:
 def _order(datasets: list, positions: list, normal: np.ndarray, frames: int, name: str):
     """Slice order, the slices' places along the normal in mm (None when unknown) and a note on how the
     order was found when not from positions: by position along the normal (then InstanceNumber); when
-    the files give no position or all the same one, by SliceLocation, else by InstanceNumber."""
+    the files give no position or all the same one, by distinct SliceLocations, else by InstanceNumber."""
     count = frames or len(datasets)
     instance = [0] * count if frames else [_number(ds.get("InstanceNumber")) for _, ds in datasets]
     along = [float(p @ normal) if p is not None else 0.0 for p in positions]
@@ -157,28 +158,32 @@ def _order(datasets: list, positions: list, normal: np.ndarray, frames: int, nam
     if distinct > 1 or frames:
         raise ValueError(f"{name} holds {count} images at {distinct} positions (a 4-D or multi-echo series); "
                          "upload a single volume.")
-    _refuse_time_points(datasets, name)
+    why = "every file gives the same position" if distinct == 1 else "not every file gives a position"
+    _refuse_differing(datasets, ECHO_TAGS, name)  # several contrasts are never one volume
     locations = [_number(ds.get("SliceLocation")) for _, ds in datasets]
-    if None not in locations and len({round(v, 3) for v in locations}) == count:
+    if None not in locations:  # distinct locations tell the images apart; equal ones say they lie at one place
+        if len({round(v, 3) for v in locations}) < count:
+            raise ValueError(f"{name} holds {count} images at {len({round(v, 3) for v in locations})} slice "
+                             "locations (a 4-D or multi-echo series); upload a single volume.")
         order = np.argsort(locations, kind="stable")
-        return order, [locations[k] for k in order], [f"Slice order from slice locations ({_why(distinct)})."]
+        return order, [locations[k] for k in order], [f"Slice order from slice locations ({why}): which end is "
+                                                      "which follows them."]
+    _refuse_differing(datasets, TIME_TAGS, name)  # with nothing else to tell them apart, these are time points
     if None not in instance and len(set(instance)) == count:
-        return np.argsort(instance, kind="stable"), None, [f"Slice order from instance numbers ({_why(distinct)})."]
+        return np.argsort(instance, kind="stable"), None, [f"Slice order from instance numbers ({why})."]
     raise ValueError(f"The slice order of {name} is unknown: its {count} files share one position and have no "
                      "distinct slice locations or instance numbers.")
 
 
-def _why(distinct: int) -> str:
-    return "every file gives the same position" if distinct == 1 else "the files give no positions"
+#: Tags whose values differ between the images of one position in a multi-echo or multi-contrast series.
+ECHO_TAGS = ("EchoTime", "EchoNumbers", "InversionTime", "DiffusionBValue", "DiffusionGradientOrientation")
+#: Tags whose values differ between the time points of a 4-D series.
+TIME_TAGS = ("AcquisitionTime", "TemporalPositionIdentifier", "TriggerTime")
 
 
-#: Tags whose values differ between the images of a 4-D series at one position: echoes, time points, b-values.
-TIME_POINT_TAGS = ("EchoTime", "EchoNumbers", "AcquisitionTime", "TemporalPositionIdentifier", "DiffusionBValue")
-
-
-def _refuse_time_points(datasets: list, name: str) -> None:
-    """Refuses a series whose files, at one position, differ in echo, time point or b-value (a 4-D series)."""
-    for tag in TIME_POINT_TAGS:
+def _refuse_differing(datasets: list, tags: tuple, name: str) -> None:
+    """Refuses a series without usable positions whose files differ in one of ``tags`` (a 4-D series)."""
+    for tag in tags:
         values = {str(ds.get(tag, "")).strip() for _, ds in datasets}
         if len(values) > 1:
             raise ValueError(f"{name} holds {len(datasets)} images at one position with {len(values)} different "
@@ -195,18 +200,24 @@ def _pixels(members: list, datasets: list, name: str) -> np.ndarray:
 
     images = []
     for k, header in datasets:
-        file_name = members[k][0]
+        where = f"Cannot read {members[k][0]} in {name} as DICOM"
         try:
             ds = pydicom.dcmread(io.BytesIO(members[k][1]))
             arr = ds.pixel_array
-            if _number(header.get("SamplesPerPixel", 1)) != 1 or arr.ndim not in (2, 3):
-                raise ValueError("colour images are not MRI")
-            arr = apply_modality_lut(arr, ds) if "RescaleSlope" in ds or "ModalityLUTSequence" in ds else arr
         except Exception as e:  # pydicom raises many types for broken or undecodable pixel data
-            reason = decode_reason(header, e) or (str(e) or type(e).__name__).splitlines()[0]
-            raise ValueError(f"Cannot read {file_name} in {name} as DICOM: {reason}") from None
+            raise ValueError(f"{where}: {decode_reason(header, e) or _first_line(e)}") from None
+        if _number(header.get("SamplesPerPixel", 1)) != 1 or arr.ndim not in (2, 3):
+            raise ValueError(f"{where}: colour images are not MRI.")
+        try:
+            arr = apply_modality_lut(arr, ds) if "RescaleSlope" in ds or "ModalityLUTSequence" in ds else arr
+        except Exception as e:  # a malformed modality LUT
+            raise ValueError(f"{where}: {_first_line(e)}") from None
         images.append(np.asarray(arr, dtype=np.float32).reshape(-1, *arr.shape[-2:]))
     return np.concatenate(images)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error) or type(error).__name__).splitlines()[0]
 
 
 def _spacing(ds, along: list | None) -> tuple:

@@ -95,11 +95,11 @@ def read_dicom(path) -> np.ndarray:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError as e:  # optional dependency of the app
         raise ValueError("Reading DICOM needs pydicom: pip install pydicom") from e
-    name, ds = Path(path).name, None
+    name, ds, decoded = Path(path).name, None, False
     try:
         ds = pydicom.dcmread(path)
         _check_declared_size(ds, name)  # before any pixel is decoded
-        arr = ds.pixel_array
+        arr, decoded = ds.pixel_array, True
         if getattr(ds, "PhotometricInterpretation", "MONOCHROME2").startswith("MONOCHROME"):
             arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)  # window centre / width when present
             if ds.PhotometricInterpretation == "MONOCHROME1":
@@ -107,17 +107,22 @@ def read_dicom(path) -> np.ndarray:
     except _Refused:
         raise
     except Exception as e:  # pydicom raises many types for broken files
-        reason = decode_reason(ds, e) or _without_paths(e, path, name)
+        reason = (None if decoded else decode_reason(ds, e)) or _without_paths(e, path, name)
         raise ValueError(f"Cannot read {name} as DICOM: {reason}") from None
     return np.asarray(arr)
 
 
 def decode_reason(ds, error: Exception) -> str | None:
-    """One line on why the compressed pixels of ``ds`` did not decode, naming their transfer syntax (never
-    pydicom's list of missing plugins); None when ``ds`` is not compressed."""
+    """One line on why the pixels of ``ds`` did not decode when their transfer syntax is compressed, private
+    or unknown, naming it (never pydicom's list of missing plugins); None for an uncompressed syntax."""
     text = str(error) or type(error).__name__
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or not syntax.is_compressed:
+    if syntax is None:
+        return None
+    if not syntax.is_transfer_syntax:  # a vendor's private syntax, or no transfer syntax at all
+        return (f"its pixels use the transfer syntax {syntax}, which is private or unknown and which this "
+                "server cannot decode; export the images uncompressed.")
+    if not syntax.is_compressed:
         return None
     from pydicom.pixels import get_decoder
 

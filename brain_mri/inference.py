@@ -222,7 +222,7 @@ class BrainMRIClassifier:
                 rows += self._rows(*prepared)
                 if progress:
                     progress(len(rows), n)
-        assessment = VolumeAssessment(vol.name, vol.kind, plane, rows, reading=vol.reading,
+        assessment = VolumeAssessment(vol.name, vol.kind, plane, rows, reading=list(vol.reading),
                                       sections=[round(float(v), 4) for v in vol.sections(plane)])
         return self.explain_top(vol, assessment, top, method, opacity, target)
 

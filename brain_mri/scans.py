@@ -70,10 +70,10 @@ class VolumeAssessment:
         best = top_slices(self.slices, 1)[0]
         lines.append(f"Highest tumour probability: slice {best} ({self.tumour_probability(best):.1%}; "
                      f"top class {DISPLAY_NAMES[self.predicted(best)]}).")
-        if self.sections and self.sections[best] < END_OF_HEAD:
+        if len(self.sections) and self.sections[best] < END_OF_HEAD:
             lines.append(f"That slice lies near an end of the head (its head section is {self.sections[best]:.0%} of "
-                         "the scan's largest): few training slices look like it, and on a healthy head such slices "
-                         "were often called a tumour.")
+                         "the scan's largest): few training slices look like it, and such slices of a healthy head "
+                         "were called a tumour 7 times in 18.")
         return " ".join(lines + CAVEATS)
 
     def to_dict(self) -> dict:
@@ -84,7 +84,8 @@ class VolumeAssessment:
             "slices": [{"index": i, "predicted": self.predicted(i), "probabilities": s["probabilities"],
                         "tumour_probability": self.tumour_probability(i), "flagged": bool(s["warning"]),
                         "ood_score": s["ood_score"], "warning": s["warning"],
-                        "head_section": self.sections[i] if self.sections else None} for i, s in enumerate(self.slices)],
+                        "head_section": float(self.sections[i]) if len(self.sections) else None}
+                       for i, s in enumerate(self.slices)],
             "flagged_slices": self.flagged, "top_slices": [i for i, _ in self.top],
         }
 

@@ -91,6 +91,7 @@ class Volume:
 
         axis = _axis(plane)
         low, high = self.window
+        step = max(1, min(step, min(n for k, n in enumerate(self.data.shape) if k != axis) // 32))
         coarse = self.data[tuple(slice(None) if k == axis else slice(None, None, step) for k in range(3))]
         within = np.ones((3, 3, 3), bool)  # connectivity inside each slice only
         within[tuple(slice(None) if k != axis else [0, 2] for k in range(3))] = False
@@ -187,18 +188,23 @@ ROBUST = "Window: the scan's own 0.5th to 99.5th intensity percentiles"
 
 
 def _choose_window(data: np.ndarray, windows: list) -> tuple:
-    """``(window, sentence)``: the files' DICOM window when they agree on one that leaves most of the head
-    unclipped, else the scan's robust window (scanners often write an automatic window per slice)."""
+    """``(window, sentence)``: the DICOM window every file names, when it neither clips most of the head nor
+    squeezes it into a few grey levels; else the scan's robust window (scanners often write an automatic
+    window per file, and exporters a full-range one)."""
     robust = _robust_window(data)
-    if not windows:
+    if windows == [None]:
         return robust, ROBUST + " (the files name no window)."
     if len(windows) > 1:
-        return robust, ROBUST + f", because its files name {len(windows)} different windows."
+        named = [w for w in windows if w is not None]
+        return robust, ROBUST + (", because not every file names a window." if None in windows else
+                                 f", because its files name {len(named)} different windows.")
     low, high = windows[0]
     sample = data.ravel()[:: max(1, data.size // 2_000_000)]
     head = sample[sample > robust[0] + 0.1 * (robust[1] - robust[0])]
     if head.size and np.mean((head > high) | (head < low)) > 0.5:
         return robust, ROBUST + ", because the files' DICOM window would clip most of the head."
+    if head.size and np.ptp(np.percentile(head, (1, 99))) < 0.1 * (high - low):
+        return robust, ROBUST + ", because the files' DICOM window would squeeze the head into a few grey levels."
     return (low, high), f"Window: the files' DICOM window (centre {(low + high) / 2:g}, width {high - low:g})."
 
 

@@ -101,8 +101,13 @@ GAP_UNDER_THUMBNAILS = """() => { const box = document.querySelector('#scan-top'
   return box.bottom - Math.max(...[...document.querySelectorAll('#scan-top img')].map(i => i.getBoundingClientRect().bottom)); }"""
 
 
-def test_the_line_under_the_disclaimer_links_to_the_external_validation(browser, served):
-    demo, _ = served
+def test_the_line_under_the_disclaimer_links_to_the_external_validation(browser):
+    """The bundled model's card has the section (model/external.json): the page shows it, and the line links there."""
+    import app
+    from brain_mri import BrainMRIClassifier
+
+    demo = app.build_demo(BrainMRIClassifier.from_pretrained(app.BUNDLED_MODEL), examples={})
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(demo.local_url, wait_until="networkidle")
     section = page.locator("#external-validation")
@@ -110,8 +115,9 @@ def test_the_line_under_the_disclaimer_links_to_the_external_validation(browser,
     page.get_by_role("link", name="external validation").click()
     page.wait_for_timeout(500)
     box = section.bounding_box()
-    assert 0 <= box["y"] < 900 and "External validation" in section.inner_text()
+    assert 0 <= box["y"] < 900 and "chris_t1 as a DICOM series" in section.inner_text()
     page.close()
+    demo.close()
 
 
 def test_example_link_gallery_and_report(browser, served, tmp_path):

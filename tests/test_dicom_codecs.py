@@ -81,7 +81,7 @@ def test_a_jpeg_lossless_series_with_one_position_is_read_and_scored(tmp_path):
             z.write(transcode(plain, tmp_path / f"IM{n}.dcm", "JPEGLosslessProcess14_1"), f"IM{n}.dcm")
     volume = read_volume(archive)
     assert volume.count() == 4 and volume.spacing[2] == 1.0
-    assert "Slice order from slice locations (every file gives the same position)." in volume.reading
+    assert volume.reading[1].startswith("Slice order from slice locations (every file gives the same position)")
     for k in range(4):  # lossless and in slice-location order
         assert np.abs(volume.slice(k).astype(int) - slices[k]).max() <= 1
     assessment = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL).assess_volume(volume, top=1)
@@ -113,3 +113,21 @@ def test_an_undecodable_syntax_is_named_in_one_line(tmp_path):
     with pytest.raises(ValueError) as e:  # the same line for a file of a series
         read_volume([tmp_path / "htj2k.dcm", tmp_path / "next.dcm"])
     assert _refusal(e).startswith("Cannot read htj2k.dcm in 2 DICOM files as DICOM: its pixels are compressed as")
+
+
+def test_a_private_syntax_and_a_colour_file_in_a_series_are_named(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.3.46.670589.33.1.4.1"  # a vendor's private syntax
+    ds.save_as(tmp_path / "private.dcm")
+    with pytest.raises(ValueError) as e:
+        read_dicom(tmp_path / "private.dcm")
+    assert "transfer syntax 1.3.46.670589.33.1.4.1, which is private or unknown" in _refusal(e)
+    colour = pydicom.dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))  # JPEG baseline, RGB
+    grey = dicom_slice(example_slices(["glioma_axial.jpg"], colour.Rows)[0][:, :colour.Columns], 0.0, 1)
+    grey.save_as(tmp_path / "grey.dcm", enforce_file_format=True)
+    colour.ImagePositionPatient, colour.ImageOrientationPatient = [0, 0, 5], [1, 0, 0, 0, 1, 0]
+    colour.SeriesInstanceUID = grey.SeriesInstanceUID
+    colour.save_as(tmp_path / "colour.dcm")
+    with pytest.raises(ValueError) as e:
+        read_volume([tmp_path / "grey.dcm", tmp_path / "colour.dcm"])
+    assert _refusal(e) == "Cannot read colour.dcm in 2 DICOM files as DICOM: colour images are not MRI."

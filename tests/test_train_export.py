@@ -209,11 +209,31 @@ def test_card_rendered_again_with_notes(trained_folder, tmp_path):
     assert "## Model selection and explanations" in after and "| test_resnet | 0.5 |" in after
     assert "## Model selection and explanations" not in before
     # everything else is the same card
-    assert after.replace(after[after.index("## Model selection"):after.index("## Limitations")], "") == before
+    notes_end = after.index("\n## ", after.index("## Model selection")) + 1
+    assert after.replace(after[after.index("## Model selection"):notes_end], "") == before
     # rendering again without --notes keeps the notes given last time
     r = run_cli("card", "--model", folder)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (folder / "README.md").read_text() == after
+
+
+def test_external_validation_goes_into_the_card_and_the_page_facts(trained_folder, tmp_path):
+    import shutil
+
+    from brain_mri.card import model_facts, save_external
+
+    out, _ = trained_folder
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    assert "## External validation" not in (folder / "README.md").read_text()  # nothing measured: no section
+    assert model_facts(str(folder))["external"] is None
+    table = "| set | answered |\n|---|---:|\n| healthy head | 161 / 190 (85%) |"
+    save_external(folder, {"command": "python benchmarks/external.py --model copy", "date": "2026-12-02",
+                           "table": table, "rows": []})
+    card = (folder / "README.md").read_text()
+    assert "## External validation" in card and table in card and "[External validation](#external-validation)" in card
+    section = model_facts(str(folder))["external"]
+    assert table in section and "## Limitations" not in section and "python benchmarks/external.py --model copy" in section
 
 
 def test_cam_layer_is_recorded_and_used_by_default(cropped_folder, sample_image):

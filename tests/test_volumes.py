@@ -227,7 +227,7 @@ def test_a_series_with_one_position_is_ordered_by_slice_location_then_instance_n
         ds.save_as(p)
     volume = read_volume(paths)
     assert volume.spacing[2] == 1.5 and volume.reading[1] == ("Slice order from slice locations (every file gives "
-                                                             "the same position).")
+                                                             "the same position): which end is which follows them.")
     assert [int(np.argmax([_corr(volume.slice(k), s) for s in slices])) for k in range(4)] == [0, 1, 2, 3]
 
     numbered = write_series(tmp_path / "numbered", slices, [5.0] * 4, instances=[2, 4, 6, 8], shuffle_seed=4,
@@ -237,21 +237,51 @@ def test_a_series_with_one_position_is_ordered_by_slice_location_then_instance_n
     assert [int(np.argmax([_corr(volume.slice(k), s) for s in slices])) for k in range(4)] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("tag,values", [("EchoTime", [10, 10, 90, 90]), ("TemporalPositionIdentifier", [1, 2, 3, 4]),
-                                        ("AcquisitionTime", ["101500", "101530", "101600", "101630"])])
-def test_a_4d_series_at_one_position_is_still_refused(slices, tmp_path, tag, values):
+def _one_position(folder, slices, **tags):
+    """A series whose four files share one ImagePositionPatient; ``tags`` give each file's values."""
     import pydicom
 
-    paths = write_series(tmp_path / "dynamic", slices, [5.0] * 4, instances=[1, 2, 3, 4])
-    for p in paths:  # distinct slice locations too: only the echo or time tags tell the 4-D series apart
+    paths = write_series(folder, slices, [5.0] * 4, instances=[1, 2, 3, 4])
+    for p in paths:
         ds = pydicom.dcmread(p)
-        k = int(ds.InstanceNumber) - 1
-        ds.SliceLocation = float(k)
-        setattr(ds, tag, values[k])
+        for tag, values in tags.items():
+            setattr(ds, tag, values[int(ds.InstanceNumber) - 1])
         ds.save_as(p)
+    return paths
+
+
+@pytest.mark.parametrize("tags", [
+    {"EchoTime": [10, 10, 90, 90], "SliceLocation": [0.0, 1.0, 2.0, 3.0]},  # two echoes: never one volume
+    {"SliceLocation": [0.0, 0.0, 0.0, 0.0]},  # four images at one place
+    {"TemporalPositionIdentifier": [1, 2, 3, 4]},  # time points, and nothing else to tell them apart
+    {"AcquisitionTime": ["101500", "101530", "101600", "101630"]},
+])
+def test_a_4d_series_at_one_position_is_still_refused(slices, tmp_path, tags):
     with pytest.raises(ValueError) as e:
-        read_volume(paths)
-    assert f"4 images at one position with {len(set(values))} different {tag} values" in _one_line(e)
+        read_volume(_one_position(tmp_path / "dynamic", slices, **tags))
+    assert "(a 4-D or multi-echo series)" in _one_line(e)
+
+
+def test_distinct_slice_locations_tell_a_2d_acquisition_from_time_points(slices, tmp_path):
+    """A sequential 2-D acquisition has one acquisition time per slice: with distinct slice locations it is
+    still one volume."""
+    paths = _one_position(tmp_path / "sequential", slices, SliceLocation=[0.0, 2.0, 4.0, 6.0],
+                          AcquisitionTime=["101500", "101502", "101504", "101506"])
+    volume = read_volume(paths)
+    assert volume.count() == 4 and volume.spacing[2] == 2.0 and "slice locations" in volume.reading[1]
+
+
+def test_dicom_windows_that_would_hide_the_head_are_set_aside(slices, tmp_path):
+    wide = read_volume(write_series(tmp_path / "wide", slices, [0, 1, 2, 3], [1, 2, 3, 4], window=(32767, 65535)))
+    assert wide.reading[0].endswith("would squeeze the head into a few grey levels.")
+    assert wide.slice(2).max() > 150  # not black (the full-range window maps 0..255 to grey 0..1)
+    import pydicom
+
+    some = write_series(tmp_path / "some", slices, [0, 1, 2, 3], [1, 2, 3, 4], window=(128, 256))
+    ds = pydicom.dcmread(some[0])
+    del ds.WindowCenter, ds.WindowWidth
+    ds.save_as(some[0])
+    assert read_volume(some).reading[0].endswith("because not every file names a window.")
 
 
 def test_head_sections_and_the_end_of_the_head_caveat(slices, tmp_path):

@@ -72,8 +72,7 @@ class VolumeAssessment:
                      f"top class {DISPLAY_NAMES[self.predicted(best)]}).")
         if len(self.sections) and self.sections[best] < END_OF_HEAD:
             lines.append(f"That slice lies near an end of the head (its head section is {self.sections[best]:.0%} of "
-                         "the scan's largest): few training slices look like it, and such slices of a healthy head "
-                         "were called a tumour 7 times in 18.")
+                         "the scan's largest): few training slices look like it, so read its answer with care.")
         return " ".join(lines + CAVEATS)
 
     def to_dict(self) -> dict:

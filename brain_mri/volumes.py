@@ -83,7 +83,6 @@ class Volume:
             return grey
         return np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BILINEAR))
 
-
     def sections(self, plane: str = "axial", step: int = 4) -> np.ndarray:
         """Each slice's head section as a share of the scan's largest: the area brighter than 20/255 of the
         window, holes filled (dark CSF inside the skull counts), measured at 1/``step`` of the resolution."""

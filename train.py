@@ -73,6 +73,10 @@ def _optimisation_flags(p):
                    help="mixup alpha; 0 turns it off (default %(default)s)")
     g.add_argument("--cutmix", type=float, default=D.cutmix, metavar="ALPHA",
                    help="CutMix alpha; 0 turns it off; with --mixup too, each batch uses one of them (default %(default)s)")
+    g.add_argument("--mri-augment", choices=("none", "mri"), default=D.mri_augment,
+                   help="per-image MRI augmentations that break the source, contrast and skull shortcuts: contrast "
+                        "remaps, inversion inside the head, skull stripping, TorchIO scanner artefacts, JPEG "
+                        "(brain_mri/mri_augment.py; default %(default)s)")
     g.add_argument("--patience", type=int, default=D.patience,
                    help="early stop after this many epochs without a better validation macro-F1 (default %(default)s)")
     g.add_argument("--model-ema", type=float, default=D.model_ema, metavar="DECAY",

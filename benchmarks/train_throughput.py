@@ -2,7 +2,7 @@
 """Training throughput: fp32 against bf16, and the full pipeline (loader + augmentation + step)
 against the model step alone.
 
-    python benchmarks/train_throughput.py [--data ../shared/data/brain-tumor-mri] [--model resnet18]
+    python benchmarks/train_throughput.py [--data ../shared/data/brain-tumor-mri] [--model resnet18] [--mri-augment mri]
 
 First a plain training step in fp32 and in bf16 autocast, to show what ``--mixed-precision auto``
 should pick on this CPU. Then, in the chosen precision, both sides run the same
@@ -20,6 +20,7 @@ from accelerate.utils import set_seed
 from brain_mri.data import DecodedSplit, make_loader, prepare_data
 from brain_mri.engine import Trainer, fast_bf16, resolve_mixed_precision
 from brain_mri.model import create_model, model_data_config
+from brain_mri.mri_augment import PRESETS, from_preset
 from brain_mri.transforms import BatchAugment, Normalize
 
 
@@ -70,6 +71,8 @@ def main():
     p.add_argument("--steps", type=int, default=12, help="timed steps per side")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16"))
+    p.add_argument("--mri-augment", default="none", choices=tuple(PRESETS),
+                   help="per-image MRI augmentation in the loader of the full pipeline (default %(default)s)")
     args = p.parse_args()
 
     set_seed(0)
@@ -93,14 +96,21 @@ def main():
     steps = len(split) // args.batch_size
     normalize = Normalize(cfg["mean"], cfg["std"])
 
-    full = timed_epoch(accelerator, model, make_loader(split, args.batch_size, True, args.workers, drop_last=True),
-                       normalize, BatchAugment(), steps)
+    per_image = from_preset(args.mri_augment)
+    if per_image is not None:  # its cost alone, in this process, per image of this split
+        t = time.perf_counter()
+        for image in torch.from_numpy(split.images[:64]):
+            per_image(image)
+        print(f"--mri-augment {args.mri_augment}: {(time.perf_counter() - t) / min(64, len(split)) * 1000:.1f} ms "
+              "per image in one process\n")
+    full = timed_epoch(accelerator, model, make_loader(split, args.batch_size, True, args.workers, drop_last=True,
+                                                       transform=per_image), normalize, BatchAugment(), steps)
     ready = normalize(torch.from_numpy(split.images[: steps * args.batch_size]))
     labels = torch.from_numpy(split.labels[: steps * args.batch_size])
     only = timed_epoch(accelerator, model,
                        torch.utils.data.DataLoader(_Constant(ready, labels), batch_size=args.batch_size, drop_last=True),
                        torch.nn.Identity(), lambda x, g=None: x, steps)
-    print(f"{args.model} {args.image_size}px, batch {args.batch_size}, {precision}, "
+    print(f"{args.model} {args.image_size}px, batch {args.batch_size}, {precision}, --mri-augment {args.mri_augment}, "
           f"{torch.get_num_threads()} threads, {args.workers} worker(s), {steps} timed steps")
     print("| pipeline | images/s |\n|---|---:|")
     print(f"| model step alone (ready tensors) | {only:.1f} |")

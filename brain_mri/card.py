@@ -23,6 +23,8 @@ def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: di
         hardware: one line on the processes, device, CPU and precision it trained on.
         train_seconds: time spent in training epochs (with validation).
     """
+    from .mri_augment import PRESETS  # training code: only training renders a new card
+
     data = str(cfg.data)
     is_local = Path(data).is_dir()
     test, training = metrics["test"], metrics["training"]
@@ -53,6 +55,7 @@ def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: di
         "skipped": metrics["skipped_files"],
         "class_names": list(CLASS_NAMES),
         "notes": Path(cfg.card_notes).read_text() if cfg.card_notes else "",
+        "mri_augment": {"preset": cfg.mri_augment, "p": PRESETS[cfg.mri_augment]} if PRESETS[cfg.mri_augment] else None,
     }
 
 

@@ -94,6 +94,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     mixup: float = 0.0
     cutmix: float = 0.0
+    mri_augment: str = "none"  # a preset of brain_mri.mri_augment.PRESETS: contrast, scanner and skull augmentations
     patience: int = 6
     model_ema: float = 0.0
     box_loss: float = 0.0

@@ -267,23 +267,27 @@ def prepare_data(
 
 # ----------------------------------------------------------------------------- loaders
 class ArrayDataset(torch.utils.data.Dataset):
-    """Serves (uint8 image tensor, label, index) from a :class:`DecodedSplit`."""
+    """Serves (uint8 image tensor, label, index) from a :class:`DecodedSplit`, through ``transform`` (per image,
+    uint8 in and out: :class:`~brain_mri.mri_augment.MRIAugment`) when one is given."""
 
-    def __init__(self, split: DecodedSplit):
+    def __init__(self, split: DecodedSplit, transform=None):
         self.images = torch.from_numpy(split.images)
         self.labels = torch.from_numpy(split.labels)
+        self.transform = transform
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.images[i], self.labels[i], i
+        image = self.images[i] if self.transform is None else self.transform(self.images[i])
+        return image, self.labels[i], i
 
 
-def make_loader(split, batch_size: int, shuffle: bool, workers: int, seed: int = 0, drop_last: bool = False):
-    """DataLoader over decoded uint8 arrays; workers only slice tensors, so they stay cheap."""
+def make_loader(split, batch_size: int, shuffle: bool, workers: int, seed: int = 0, drop_last: bool = False,
+                transform=None):
+    """DataLoader over decoded uint8 arrays; workers slice tensors and run the per-image ``transform``."""
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        ArrayDataset(split), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+        ArrayDataset(split, transform), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
         num_workers=workers, persistent_workers=workers > 0, generator=g,
     )

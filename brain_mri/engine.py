@@ -26,6 +26,7 @@ from .evaluate import cam_grid, cam_rows, fit_ood, predict_logits, write_predict
 from .localise import load_boxes, summarise
 from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
 from .model import create_model, export_model, fold_temperature, model_data_config
+from .mri_augment import from_preset
 from .transforms import BatchAugment, Normalize, make_mixup, mix_batch
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBund
     """Loaders, optimiser, schedule and weight average, prepared by accelerate."""
     # each process needs at least one full batch of its shard
     batch = max(1, min(cfg.batch_size, len(bundle.train) // accelerator.num_processes))
-    train_loader = make_loader(bundle.train, batch, True, cfg.workers, cfg.seed, drop_last=True)
+    train_loader = make_loader(bundle.train, batch, True, cfg.workers, cfg.seed, True, from_preset(cfg.mri_augment))
     val_loader = make_loader(bundle.val, cfg.batch_size, False, 0)
     test_loader = make_loader(bundle.test, cfg.batch_size, False, 0)
     optimizer = make_optimizer(model, cfg)

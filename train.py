@@ -33,6 +33,15 @@ def _data_and_model_flags(p):
     g.add_argument("--keep-leaks", action="store_true",
                    help="keep training images that duplicate a validation/test image (default: drop them)")
     g.add_argument("--workers", type=int, default=D.workers, help="data loader worker processes (default %(default)s)")
+    g.add_argument("--tumour-present", metavar="DIR", default=D.tumour_present,
+                   help="slices known only to hold a tumour (e.g. Br35H's \"yes\" half), trained with a partial-label "
+                        "loss: minus the log of the summed tumour-class probabilities")
+    g.add_argument("--tumour-present-weight", type=float, default=D.tumour_present_weight, metavar="WEIGHT",
+                   help="weight of that loss (default %(default)s)")
+    g.add_argument("--tumour-present-batch", type=int, default=D.tumour_present_batch, metavar="N",
+                   help="such slices beside each batch (default %(default)s)")
+    g.add_argument("--tumour-present-held-out", type=float, default=D.tumour_present_held_out, metavar="SHARE",
+                   help="share of them held out, near-twins together, to report on (default %(default)s)")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=D.model, help="timm architecture (default %(default)s)")

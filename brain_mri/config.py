@@ -79,6 +79,10 @@ class TrainConfig:
     val_fraction: float = 0.15
     keep_leaks: bool = False
     workers: int = 1
+    tumour_present: str | None = None  # a folder of slices known only to hold a tumour (the partial-label loss)
+    tumour_present_weight: float = 0.5
+    tumour_present_batch: int = 12  # such slices beside each batch
+    tumour_present_held_out: float = 0.15  # their share held out (near-twins together) to report on
     model: str = "resnet18"  # a timm architecture
     pretrained: str = "auto"
     image_size: int = 160

@@ -209,6 +209,8 @@ class DataBundle:
     test_leak_free: np.ndarray  # bool mask over test
     report: DedupReport
     skipped: list
+    tumour_train: DecodedSplit | None = None  # --tumour-present: slices known only to hold a tumour
+    tumour_held_out: DecodedSplit | None = None
 
 
 def validation_mask(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -9,14 +9,13 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from tqdm.auto import tqdm
 
 from .card import card_context, write_card
 from .checkpoints import arm_crash_point, atomic_write, crash_point, load_checkpoint, save_best, save_checkpoint, staged, write_log
@@ -27,75 +26,11 @@ from .localise import load_boxes, summarise
 from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
 from .model import create_model, export_model, fold_temperature, model_data_config
 from .mri_augment import from_preset
-from .transforms import BatchAugment, Normalize, make_mixup, mix_batch
+from .trainer import Trainer
+from .transforms import BatchAugment, Normalize, make_mixup
+from .tumour_present import TumourBatches, called_tumour, load_tumour_present
 
 logger = logging.getLogger(__name__)
-
-@dataclass
-class Trainer:
-    """The prepared pieces of a run that one epoch needs."""
-
-    accelerator: Accelerator
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    criterion: torch.nn.Module
-    normalize: torch.nn.Module
-    augment: torch.nn.Module
-    ema: object = None  # timm ModelEmaV3: updated each step; validated and exported instead of the model
-    mixup: object = None  # from make_mixup; accuracy is then counted against the unmixed labels
-    guide: object = None  # a guidance.Guide: class evidence pushed into the tumour box / the head
-
-    def step(self, images, labels, idx, gen):
-        """Augment, forward and loss of one batch: ``(logits, loss)``."""
-        from .explain import LayerTap
-        from .guidance import evidence_outside, guide_masks
-
-        if self.guide is None:
-            inputs, targets = mix_batch(self.mixup, self.normalize(self.augment(images, gen)), labels)
-            logits = self.model(inputs)
-            return logits, self.criterion(logits, targets)
-        masks, weights = guide_masks(images, labels, self.guide.boxes[idx.cpu()].to(images.device))
-        augmented, masks = self.augment(images, gen, masks)  # the boxes follow every augmentation
-        with LayerTap(self.guide.layer) as tap:
-            logits = self.model(self.normalize(augmented))
-        outside = evidence_outside(tap.output, self.guide.head, labels, masks, weights)
-        return logits, self.criterion(logits, labels) + self.guide.weight * outside
-
-    def train_epoch(self, loader, epoch: int, total_epochs: int, seed: int) -> tuple[float, float]:
-        """One epoch; returns (mean loss, accuracy) over all processes."""
-        acc, model = self.accelerator, self.model
-        model.train()
-        gen = torch.Generator().manual_seed(seed * 1000 + epoch * 10 + acc.process_index)
-        loss_sum, correct, seen = (torch.zeros((), device=acc.device) for _ in range(3))
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not acc.is_local_main_process,
-                   leave=False, dynamic_ncols=True)
-        step = epoch * math.ceil(len(loader) / acc.gradient_accumulation_steps)  # optimizer steps so far
-        for i, (images, labels, idx) in enumerate(bar):
-            crash_point(f"step:{epoch * len(loader) + i}")
-            with acc.accumulate(model):
-                logits, loss = self.step(images, labels, idx, gen)
-                acc.backward(loss)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None and acc.sync_gradients:
-                step += 1
-                self.ema.update(acc.unwrap_model(model), step=step)
-            n = labels.shape[0]
-            loss_sum += loss.detach().float() * n
-            correct += (logits.argmax(1) == labels).sum()
-            seen += n
-            bar.set_postfix(loss=f"{loss_sum.item() / seen.item():.3f}", acc=f"{correct.item() / seen.item():.3f}",
-                            lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-        totals = acc.reduce(torch.stack([loss_sum, correct, seen]), reduction="sum")
-        return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-
-    @property
-    def evaluated(self) -> torch.nn.Module:
-        """What is validated, kept and exported: the weight average when there is one."""
-        return self.model if self.ema is None else self.ema.module
-
 
 def fast_bf16(cpu: bool = False) -> bool:
     """Whether bf16 autocast speeds training up on the device a run will use: a CUDA GPU with bf16,
@@ -155,6 +90,11 @@ def run_training(cfg: TrainConfig) -> Path:
         check_guidable(model)  # before the data is decoded
     bundle = prepare_data(cfg.data, data_config, cfg.val_fraction, cfg.seed, drop_leaks=not cfg.keep_leaks,
                           progress=accelerator.is_local_main_process)
+    if cfg.tumour_present:  # slices known only to hold a tumour, for the partial-label loss
+        bundle.tumour_train, bundle.tumour_held_out, skipped = load_tumour_present(
+            cfg.tumour_present, data_config, cfg.tumour_present_held_out, cfg.seed, accelerator.is_local_main_process)
+        bundle.skipped += skipped
+        logger.info("tumour-present slices: train %d, held out %d", len(bundle.tumour_train), len(bundle.tumour_held_out))
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),
                 len(bundle.test), int(bundle.test_leak_free.sum()))
     trainer, loaders = _prepare(cfg, accelerator, model, data_config, bundle, mixup)
@@ -196,7 +136,9 @@ def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBund
     trainer = Trainer(accelerator, model, optimizer, scheduler,
                       criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),  # soft targets too
                       normalize=Normalize(data_config["mean"], data_config["std"]).to(accelerator.device),
-                      augment=BatchAugment(), ema=ema, mixup=mixup, guide=_guide(cfg, accelerator.unwrap_model(model), bundle, data_config))
+                      augment=BatchAugment(), ema=ema, mixup=mixup, guide=_guide(cfg, accelerator.unwrap_model(model), bundle, data_config),
+                      tumour=bundle.tumour_train and TumourBatches(bundle.tumour_train, cfg.tumour_present_batch,
+                                                                   cfg.tumour_present_weight, cfg.seed, from_preset(cfg.mri_augment)))
     return trainer, {"train": train_loader, "val": val_loader, "test": test_loader}
 
 
@@ -295,6 +237,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     test_logits, test_labels = predict_logits(accelerator, final, loaders["test"], trainer.normalize)
     temperature = fit_temperature(val_logits, val_labels)
     logger.info("temperature %.4f (fitted on validation)", temperature)
+    tumour = _tumour_metrics(cfg, trainer, final, bundle)
     if not accelerator.is_main_process:
         return
     with staged(out) as stage:
@@ -307,6 +250,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
             "validation": classification_metrics(val_labels, softmax(val_logits, temperature)),
             "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
             **_run_facts(accelerator, bundle, state, init),
+            **({"tumour_present": tumour} if tumour else {}),
         }
         detector, metrics["ood"] = fit_ood(final, bundle, data_config, backbone=ood_backbone)
         detector.save(stage)
@@ -322,6 +266,18 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
     logger.info("Model folder: %s", out)
+
+
+def _tumour_metrics(cfg: TrainConfig, trainer: Trainer, final, bundle: DataBundle) -> dict | None:
+    """How many held-out tumour-present slices (near-twins of none of the trained ones) the best weights call a
+    tumour; None without ``--tumour-present``."""
+    if bundle.tumour_train is None:
+        return None
+    held = trainer.accelerator.prepare(make_loader(bundle.tumour_held_out, cfg.batch_size, False, 0))
+    logits, _ = predict_logits(trainer.accelerator, final, held, trainer.normalize)
+    return {"folder": Path(cfg.tumour_present).name, "weight": cfg.tumour_present_weight,
+            "per_batch": cfg.tumour_present_batch, "train": len(bundle.tumour_train),
+            "held_out": len(bundle.tumour_held_out), "held_out_called_tumour": called_tumour(logits)}
 
 
 def _ood_backbone(cfg: TrainConfig):

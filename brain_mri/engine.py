@@ -24,7 +24,7 @@ from .data import DataBundle, make_loader, prepare_data
 from .evaluate import cam_grid, cam_rows, fit_ood, predict_logits, write_predictions
 from .localise import load_boxes, summarise
 from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
-from .model import create_model, export_model, fold_temperature, model_data_config
+from .model import create_model, export_model, fold_temperature, freeze_stem, model_data_config
 from .mri_augment import from_preset
 from .trainer import Trainer
 from .transforms import BatchAugment, Normalize, make_mixup
@@ -79,6 +79,10 @@ def run_training(cfg: TrainConfig) -> Path:
     logger.info("%d process(es), device %s, mixed precision %s%s", accelerator.num_processes, accelerator.device,
                 accelerator.mixed_precision, " (--mixed-precision auto)" if cfg.mixed_precision == "auto" else "")
     model, init = create_model(cfg.model, cfg.pretrained, cfg.image_size)
+    if cfg.freeze_stem:
+        logger.info("frozen: %s", ", ".join(freeze_stem(model, cfg.model)))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if accelerator.is_main_process:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         atomic_write(out / "training_args.json", json.dumps({**asdict(cfg), "initialisation": init}, indent=2))
@@ -135,7 +139,7 @@ def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBund
         ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.model_ema, use_warmup=True)
     trainer = Trainer(accelerator, model, optimizer, scheduler,
                       criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),  # soft targets too
-                      normalize=Normalize(data_config["mean"], data_config["std"]).to(accelerator.device),
+                      normalize=Normalize(data_config["mean"], data_config["std"], cfg.channels_last).to(accelerator.device),
                       augment=BatchAugment(), ema=ema, mixup=mixup, guide=_guide(cfg, accelerator.unwrap_model(model), bundle, data_config),
                       tumour=bundle.tumour_train and TumourBatches(bundle.tumour_train, cfg.tumour_present_batch,
                                                                    cfg.tumour_present_weight, cfg.seed, from_preset(cfg.mri_augment)))
@@ -241,7 +245,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     if not accelerator.is_main_process:
         return
     with staged(out) as stage:
-        export = copy.deepcopy(final).float().cpu()
+        export = copy.deepcopy(final).float().cpu().to(memory_format=torch.contiguous_format)  # as safetensors saves
         fold_temperature(export, temperature)
         export_model(export, stage, data_config, init)
         crash_point("export")

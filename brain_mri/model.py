@@ -18,6 +18,34 @@ class PretrainedUnavailable(HubError):
     """ImageNet weights were required but cannot be downloaded."""
 
 
+#: The stem and first stages of each family (timm module names): what ``--freeze-stem`` keeps at its initial weights.
+STEMS = {"tf_efficientnet": ["conv_stem", "bn1", "blocks.0", "blocks.1"],
+         "efficientnet": ["conv_stem", "bn1", "blocks.0", "blocks.1"], "resnet": ["conv1", "bn1", "layer1"]}
+
+
+def stem_modules(arch: str) -> list[str]:
+    """The modules :data:`STEMS` names for ``arch``'s family.
+
+    Raises:
+        ValueError: a family it does not know.
+    """
+    found = next((names for family, names in STEMS.items() if arch.startswith(family)), None)
+    if found is None:
+        raise ValueError(f"--freeze-stem knows the stems of {', '.join(STEMS)} models, not {arch}.")
+    return found
+
+
+def freeze_stem(model, arch: str) -> list[str]:
+    """No gradient for the stem and first stages (timm's ``freeze``; their batch norms still learn their
+    statistics, so the exported model is a plain one): faster steps, and an ImageNet start keeps its first
+    features. Returns the frozen module names."""
+    from timm.utils.model import freeze
+
+    names = stem_modules(arch)
+    freeze(model, names, include_bn_running_stats=False)
+    return names
+
+
 def create_model(arch: str, pretrained: str = "auto", image_size: int | None = None):
     """Creates ``arch`` with a four-class head.
 

@@ -133,13 +133,14 @@ def _timm_region(size: tuple[int, int], data_config: dict) -> tuple[float, float
 class Normalize(torch.nn.Module):
     """uint8 batch -> float batch normalised with the model's mean / std (as timm's ToTensor + Normalize)."""
 
-    def __init__(self, mean, std):
+    def __init__(self, mean, std, channels_last: bool = False):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def forward(self, x):
-        return (x.float() - self.mean) / self.std
+        return ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
 
 class BatchAugment(torch.nn.Module):

@@ -95,10 +95,7 @@ def run_training(cfg: TrainConfig) -> Path:
     bundle = prepare_data(cfg.data, data_config, cfg.val_fraction, cfg.seed, drop_leaks=not cfg.keep_leaks,
                           progress=accelerator.is_local_main_process)
     if cfg.tumour_present:  # slices known only to hold a tumour, for the partial-label loss
-        bundle.tumour_train, bundle.tumour_held_out, skipped = load_tumour_present(
-            cfg.tumour_present, data_config, cfg.tumour_present_held_out, cfg.seed, accelerator.is_local_main_process)
-        bundle.skipped += skipped
-        logger.info("tumour-present slices: train %d, held out %d", len(bundle.tumour_train), len(bundle.tumour_held_out))
+        _add_tumour_present(cfg, bundle, data_config, accelerator.is_local_main_process)
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),
                 len(bundle.test), int(bundle.test_leak_free.sum()))
     trainer, loaders = _prepare(cfg, accelerator, model, data_config, bundle, mixup)
@@ -270,6 +267,13 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
     logger.info("Model folder: %s", out)
+
+
+def _add_tumour_present(cfg: TrainConfig, bundle: DataBundle, data_config: dict, progress: bool) -> None:
+    bundle.tumour_train, bundle.tumour_held_out, skipped = load_tumour_present(
+        cfg.tumour_present, data_config, cfg.tumour_present_held_out, cfg.seed, progress)
+    bundle.skipped += skipped
+    logger.info("tumour-present slices: train %d, held out %d", len(bundle.tumour_train), len(bundle.tumour_held_out))
 
 
 def _tumour_metrics(cfg: TrainConfig, trainer: Trainer, final, bundle: DataBundle) -> dict | None:

@@ -58,7 +58,7 @@ def _data_and_model_flags(p):
                         "crop_to_head), in training and wherever the exported model is used")
     g.add_argument("--freeze-stem", action="store_true",
                    help="no gradient for the stem and first stages (EfficientNet: blocks 0-1; ResNet: layer1): "
-                        "2.4x faster steps for a Lite0 with --channels-last (benchmarks/train_speed.py), and an "
+                        "2.2x faster steps for a Lite0 with --channels-last (benchmarks/train_speed.py), and an "
                         "ImageNet start keeps its first features")
     g.add_argument("--channels-last", action="store_true", help="channels-last convolutions in training")
     g.add_argument("--ood-imagenet", default=D.ood_imagenet, metavar="ARCH:WEIGHTS:STAGE",

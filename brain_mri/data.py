@@ -175,8 +175,9 @@ def decode_split(split, data_config: dict, name: str, progress: bool = True) -> 
     for i, row in enumerate(tqdm(split, desc=f"decode {name}", disable=not progress, leave=False)):
         ref = row["image"]
         path = ref.get("path")
-        label_name = CLASS_NAMES[row["label"]]
-        file_id = f"{label_name}/{Path(path).name}" if path else f"{label_name}/row{i:06d}"
+        label_name = CLASS_NAMES[row["label"]] if row["label"] >= 0 else ""  # -1: no class (a tumour of no given type)
+        leaf = Path(path).name if path else f"row{i:06d}"
+        file_id = f"{label_name}/{leaf}" if label_name else leaf
         try:
             data = ref["bytes"] if ref.get("bytes") is not None else Path(path).read_bytes()
             rgb = to_pil_rgb(bytes(data))

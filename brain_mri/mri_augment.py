@@ -53,13 +53,14 @@ class MRIAugment:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         grey = image.float().mean(0).numpy() / 255.0  # (S, S) in [0, 1]
-        head = head_mask(grey)
+        head = None  # found only when a step needs it: most images take neither
         if _chance(self.p.get("skull_strip")):
+            head = head_mask(grey)
             grey = strip_skull(grey, head)
         if _chance(self.p.get("contrast")):
             grey = remap(grey, monotonic=_chance(0.7))
         if _chance(self.p.get("invert")):
-            grey = invert_inside(grey, head)
+            grey = invert_inside(grey, head_mask(grey) if head is None else head)
         if len(self.scanner.transforms):
             out = self.scanner(torch.from_numpy(grey.astype(np.float32))[None, :, :, None])
             grey = out[0, :, :, 0].numpy()
@@ -73,11 +74,13 @@ def _chance(p) -> bool:
     return bool(p) and torch.rand(()).item() < p
 
 
-def head_mask(grey: np.ndarray, threshold: float = 20 / 255) -> np.ndarray:
-    """The head: pixels above ``threshold``, closed and hole-filled, its largest component."""
+def head_mask(grey: np.ndarray) -> np.ndarray:
+    """The head of a [0, 1] slice: :func:`brain_mri.localise.head_mask`, its largest component only."""
     from scipy import ndimage
 
-    mask = ndimage.binary_fill_holes(ndimage.binary_closing(grey > threshold, iterations=2))
+    from .localise import head_mask as filled_head
+
+    mask = filled_head(grey[..., None] * 255.0)
     labels, n = ndimage.label(mask)
     if n > 1:
         mask = labels == (np.bincount(labels.ravel())[1:].argmax() + 1)

@@ -37,10 +37,8 @@ def load_tumour_present(folder: str, data_config: dict, held_out: float, seed: i
         raise DataError(f"--tumour-present {folder}: no such folder, or no image in it.")
     rows = datasets.load_dataset("imagefolder", data_files={"train": files})["train"]
     rows = rows.cast_column("image", datasets.Image(decode=False))
-    rows = rows.select_columns(["image"]).add_column("label", [TUMOUR[0]] * len(rows))  # named, never trained on
+    rows = rows.select_columns(["image"]).add_column("label", [-1] * len(rows))  # no class: a tumour
     split, skipped = decode_split(rows, data_config, "tumour-present", progress)
-    skipped = [(name.replace(f"/{CLASS_NAMES[TUMOUR[0]]}/", "/"), why) for name, why in skipped]
-    split.names, split.labels[:] = [f"tumour/{Path(n).name}" for n in split.names], -1  # no class: a tumour
     _, near = duplicate_groups(split.md5, split.thumbs)
     keep, out = next(GroupShuffleSplit(1, test_size=held_out, random_state=seed).split(split.labels, groups=near))
     return split.subset(np.sort(keep)), split.subset(np.sort(out)), skipped

@@ -11,6 +11,7 @@ from pathlib import Path
 
 # Only the stdlib config before the arguments are parsed: --help stays instant.
 from brain_mri.config import TrainConfig
+from brain_mri.mri_augment import PRESETS
 
 D = TrainConfig  # the flags' defaults are its field defaults
 
@@ -87,10 +88,10 @@ def _optimisation_flags(p):
                    help="mixup alpha; 0 turns it off (default %(default)s)")
     g.add_argument("--cutmix", type=float, default=D.cutmix, metavar="ALPHA",
                    help="CutMix alpha; 0 turns it off; with --mixup too, each batch uses one of them (default %(default)s)")
-    g.add_argument("--mri-augment", choices=("none", "mri"), default=D.mri_augment,
+    g.add_argument("--mri-augment", choices=tuple(PRESETS), default=D.mri_augment,
                    help="per-image MRI augmentations that break the source, contrast and skull shortcuts: contrast "
                         "remaps, inversion inside the head, skull stripping, TorchIO scanner artefacts, JPEG "
-                        "(brain_mri/mri_augment.py; default %(default)s)")
+                        "(presets: brain_mri/mri_augment.py; mri-balanced inverts half of every class; default %(default)s)")
     g.add_argument("--patience", type=int, default=D.patience,
                    help="early stop after this many epochs without a better validation macro-F1 (default %(default)s)")
     g.add_argument("--model-ema", type=float, default=D.model_ema, metavar="DECAY",

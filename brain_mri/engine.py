@@ -253,7 +253,8 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
             **_run_facts(accelerator, bundle, state, init),
             **({"tumour_present": tumour} if tumour else {}),
         }
-        detector, metrics["ood"] = fit_ood(final, bundle, data_config, backbone=ood_backbone)
+        detector, metrics["ood"] = fit_ood(final, bundle, data_config, backbone=ood_backbone,
+                                           augment=from_preset(cfg.mri_augment))
         detector.save(stage)
         grid = _localisation(cfg, export, bundle, data_config, metrics, stage)
         (stage / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -70,23 +70,45 @@ def stage_features(stage, split, batch_size: int = 64) -> np.ndarray:
                            for start in range(0, len(split), batch_size)])
 
 
-def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None):
+def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None, augment=None, copies: int = 2):
     """The out-of-distribution detector of a model on the pooled features of ``layers`` (or of a frozen
     :class:`~brain_mri.ood.ImageNetStage`), fitted on the training split with its threshold set on validation
     (never on test), and the share of slices it flags (test: measurement only).
+
+    With ``augment`` (the run's :class:`~brain_mri.mri_augment.MRIAugment`), ``copies`` augmented copies of the
+    training split join the fit and one of validation joins the threshold: skull-stripped and other-contrast
+    brain MRI is then answered, not flagged (``benchmarks/external.py``). Tumour-present training slices, when
+    the run had them, join as a group of their own.
 
     Returns:
         ``(detector, rates)``.
     """
     from .ood import fit_detector
 
-    feats = {name: split_features(model, getattr(bundle, name), data_config, layers=layers) if backbone is None
-             else stage_features(backbone, getattr(bundle, name)) for name in ("train", "val", "test")}
-    detector = fit_detector(feats["train"], bundle.train.labels, feats["val"], layers=layers, backbone=backbone)
-    flags = {name: detector.flags(torch.from_numpy(feats[name])) for name in ("val", "test")}
+    def features(split):
+        return split_features(model, split, data_config, layers=layers) if backbone is None \
+            else stage_features(backbone, split)
+
+    fit, labels, val = [features(bundle.train)], [bundle.train.labels], [features(bundle.val)]
+    if augment is not None:
+        from .mri_augment import augmented_copy
+
+        for k in range(copies):
+            fit.append(features(augmented_copy(bundle.train, augment, seed=k)))
+            labels.append(bundle.train.labels)
+        val.append(features(augmented_copy(bundle.val, augment, seed=copies)))
+    if getattr(bundle, "tumour_train", None) is not None:
+        fit.append(features(bundle.tumour_train))
+        labels.append(np.full(len(bundle.tumour_train), len(CLASS_NAMES)))
+    detector = fit_detector(np.concatenate(fit), np.concatenate(labels), np.concatenate(val), layers=layers,
+                            backbone=backbone)
+    test = features(bundle.test)
+    flags = {name: detector.flags(torch.from_numpy(f)) for name, f in (("val", val[0]), ("val_aug", val[-1]), ("test", test))}
     return detector, {"threshold": round(detector.threshold, 3), "layers": list(layers),
-                      "backbone": None if backbone is None else backbone.config(), "validation_flagged": float(flags["val"].mean()),
-                      "test_flagged": float(flags["test"].mean()),
+                      "backbone": None if backbone is None else backbone.config(), "fitted_on": int(sum(map(len, labels))),
+                      "augmented": None if augment is None else {"copies": copies, "steps": augment.p,
+                                                                 "validation_flagged": float(flags["val_aug"].mean())},
+                      "validation_flagged": float(flags["val"].mean()), "test_flagged": float(flags["test"].mean()),
                       "test_leak_free_flagged": float(flags["test"][bundle.test_leak_free].mean())}
 
 
@@ -110,11 +132,26 @@ def run_bundle(folder, data: str, progress: bool = False):
     return net, data_config, bundle
 
 
-def fit_ood_folder(folder, data: str, layers=("",), backbone=None) -> dict:
+def fit_ood_folder(folder, data: str, layers=("",), backbone=None, augment: str = "none",
+                   tumour_present: str | None = None) -> dict:
     """Fits and saves the detector of an exported model folder, on the split its training used
-    (:func:`run_bundle`), records its rates in ``metrics.json`` and the card; returns the flagged shares."""
+    (:func:`run_bundle`), records its rates in ``metrics.json`` and the card; returns the flagged shares.
+
+    Args:
+        augment: a :data:`~brain_mri.mri_augment.PRESETS` name whose augmented copies join the fit.
+        tumour_present: the folder of tumour-present slices whose training part joins the fit (split as the run
+            split it).
+    """
+    from .mri_augment import from_preset
+
     net, data_config, bundle = run_bundle(folder, data, progress=True)
-    detector, rates = fit_ood(net, bundle, data_config, layers, backbone)
+    if tumour_present:
+        from .tumour_present import load_tumour_present
+
+        args = json.loads((Path(folder) / "training_args.json").read_text())
+        bundle.tumour_train, bundle.tumour_held_out, _ = load_tumour_present(
+            tumour_present, data_config, args.get("tumour_present_held_out", 0.15), args["seed"], progress=True)
+    detector, rates = fit_ood(net, bundle, data_config, layers, backbone, from_preset(augment))
     detector.save(Path(folder))
     metrics_path = Path(folder) / "metrics.json"
     if metrics_path.is_file():  # the card says what the detector flags

@@ -9,6 +9,7 @@ tumour boxes follow it. Training code: serving never imports it.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -19,6 +20,9 @@ PRESETS = {
     "none": {},
     "mri": {"skull_strip": 0.25, "contrast": 0.5, "invert": 0.15, "gamma": 0.3, "bias": 0.3, "noise": 0.25, "blur": 0.2,
             "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},
+    # half the slices of every class inverted: T1-like and T2-like become equally likely whatever the label
+    "mri-balanced": {"skull_strip": 0.4, "contrast": 0.5, "invert": 0.5, "gamma": 0.3, "bias": 0.3, "noise": 0.25,
+                     "blur": 0.2, "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},
 }
 
 
@@ -68,6 +72,15 @@ class MRIAugment:
             grey = jpeg(grey, int(torch.randint(30, 91, ()).item()))
         grey8 = torch.from_numpy(np.clip(np.round(grey * 255.0), 0, 255).astype(np.uint8))
         return grey8.expand(3, *grey8.shape).clone()
+
+
+def augmented_copy(split, augment: MRIAugment, seed: int = 0):
+    """A :class:`~brain_mri.data.DecodedSplit` whose images went through ``augment`` once each, the same on every
+    call (``seed``; the global random state is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        images = np.stack([augment(torch.from_numpy(image)).numpy() for image in split.images])
+    return dataclasses.replace(split, images=images)
 
 
 def _chance(p) -> bool:

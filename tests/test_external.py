@@ -54,6 +54,12 @@ def test_the_external_table_counts_the_models_answers(tmp_path, capsys):
     assert "because its files name" in series["reading"][0] and series["n"] == nifti["n"] == 190
     assert series["answered"] >= 0.6 * series["n"] and series["classes"]["notumor"] >= 0.85 * series["answered"]
     assert abs(series["answered"] - nifti["answered"]) <= 3
+    # and counted again over the slices that cut the head well, the ones a healthy scan's target is about
+    head = next(r for r in rows if r["set"] == "chris_t1" and r["slices"].startswith("inside the head"))
+    b = clf.assess_volume(EXTERNAL / "healthy" / "chris_t1.nii.gz", top=0)
+    in_head = [i for i, v in enumerate(b.sections) if v >= external.IN_HEAD]
+    assert 0 < head["n"] == len(in_head) < nifti["n"] and head["answered"] == sum(i not in b.flagged for i in in_head)
+    assert head["classes"].get("notumor", 0) == sum(b.predicted(i) == "notumor" for i in in_head)
 
     assert f"| {first['flagged']} | {first['answered']} / 6 (" in printed  # the printed table carries the rows
     saved = json.loads((tmp_path / "rows.json").read_text())

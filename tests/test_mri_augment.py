@@ -85,3 +85,24 @@ def test_training_with_the_preset_records_it(tiny_data, tmp_path):
     assert json.loads((out / "training_args.json").read_text())["mri_augment"] == "mri"
     card = (out / "README.md").read_text()
     assert "`--mri-augment mri`" in card and "skull strip 0.25" in card and "jpeg 0.2" in card
+    # the "not a brain MRI" detector was fitted on two augmented copies of the training slices beside them
+    metrics = json.loads((out / "metrics.json").read_text())
+    ood = metrics["ood"]
+    assert ood["augmented"]["copies"] == 2 and ood["fitted_on"] == 3 * metrics["split_sizes"]["train"]
+    assert 0 <= ood["augmented"]["validation_flagged"] <= 1 and "2 copies through the MRI augmentations" in card
+
+
+def test_an_augmented_copy_is_seeded_and_leaves_the_split_and_the_random_state_alone(tiny_data):
+    from brain_mri.data import prepare_data
+    from brain_mri.mri_augment import augmented_copy
+
+    split = prepare_data(tiny_data[0], {"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3},
+                         progress=False).val
+    before = split.images.copy()
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    a, b = (augmented_copy(split, from_preset("mri"), seed=3) for _ in range(2))
+    assert torch.equal(torch.random.get_rng_state(), state) and np.array_equal(split.images, before)
+    assert np.array_equal(a.images, b.images) and a.images.shape == before.shape and a.images.dtype == np.uint8
+    assert not np.array_equal(a.images, before) and not np.array_equal(a.images, augmented_copy(split, from_preset("mri"), 4).images)
+    assert np.array_equal(a.labels, split.labels) and a.names == split.names

@@ -68,6 +68,26 @@ def test_training_saves_the_detector_and_its_rates(trained_folder):
     assert clf.ood is not None and clf.ood.threshold == pytest.approx(rates["threshold"], abs=1e-3)
 
 
+def test_fit_ood_refits_a_folder_on_augmented_copies_and_refuses_an_unknown_preset(trained_folder, tiny_data, tmp_path):
+    import shutil
+
+    from conftest import run_cli
+
+    out = tmp_path / "model"
+    shutil.copytree(trained_folder[0], out)
+    plain = json.loads((out / "metrics.json").read_text())["ood"]
+    r = run_cli("fit-ood", "--model", out, "--data", tiny_data[0], "--mri-augment", "mri")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rates = json.loads((out / "metrics.json").read_text())["ood"]
+    assert plain.get("augmented") is None and rates["augmented"]["copies"] == 2
+    assert rates["fitted_on"] == 3 * json.loads((out / "metrics.json").read_text())["split_sizes"]["train"]
+    assert OODDetector.load(out / OOD_FILE).threshold == pytest.approx(rates["threshold"], abs=1e-3)
+    assert "copies through the MRI augmentations" in (out / "README.md").read_text()
+    bad = run_cli("fit-ood", "--model", out, "--data", tiny_data[0], "--mri-augment", "strong")
+    assert bad.returncode != 0 and "--mri-augment is one of none, mri, mri-balanced, not 'strong'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 @pytest.fixture(scope="module")
 def bundled():
     return BrainMRIClassifier.from_pretrained(ROOT / "model")

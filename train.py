@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 # Only the stdlib config before the arguments are parsed: --help stays instant.
+from brain_mri.config import MRI_AUGMENT_PRESETS as PRESETS
 from brain_mri.config import TrainConfig
-from brain_mri.mri_augment import PRESETS
 
 D = TrainConfig  # the flags' defaults are its field defaults
 

@@ -161,8 +161,8 @@ def space_cmd(args):
 
 
 def fit_ood_cmd(args):
+    from .config import MRI_AUGMENT_PRESETS as PRESETS
     from .evaluate import fit_ood_folder
-    from .mri_augment import PRESETS
     from .ood import ImageNetStage
 
     backbone = ImageNetStage.from_spec(args.imagenet) if args.imagenet else None

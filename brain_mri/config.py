@@ -70,6 +70,17 @@ OUTSIDE_KAGGLE = ("Tumours on T2-weighted and skull-stripped images, and on scan
 OWN_CONFIG_KEYS = ("head_crop", "cam_layer")
 
 
+#: Probability of each MRI augmentation step per image (:mod:`~brain_mri.mri_augment`); ``--mri-augment`` names a preset.
+MRI_AUGMENT_PRESETS = {
+    "none": {},
+    "mri": {"skull_strip": 0.25, "contrast": 0.5, "invert": 0.15, "gamma": 0.3, "bias": 0.3, "noise": 0.25, "blur": 0.2,
+            "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},
+    # half the slices of every class inverted: T1-like and T2-like become equally likely whatever the label
+    "mri-balanced": {"skull_strip": 0.4, "contrast": 0.5, "invert": 0.5, "gamma": 0.3, "bias": 0.3, "noise": 0.25,
+                     "blur": 0.2, "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One training run. ``train.py`` fills it from its flags, which have the same names;

@@ -15,15 +15,7 @@ import io
 import numpy as np
 import torch
 
-#: Probability of each step per image; ``--mri-augment`` names a preset.
-PRESETS = {
-    "none": {},
-    "mri": {"skull_strip": 0.25, "contrast": 0.5, "invert": 0.15, "gamma": 0.3, "bias": 0.3, "noise": 0.25, "blur": 0.2,
-            "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},
-    # half the slices of every class inverted: T1-like and T2-like become equally likely whatever the label
-    "mri-balanced": {"skull_strip": 0.4, "contrast": 0.5, "invert": 0.5, "gamma": 0.3, "bias": 0.3, "noise": 0.25,
-                     "blur": 0.2, "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},
-}
+from .config import MRI_AUGMENT_PRESETS as PRESETS
 
 
 def from_preset(name: str) -> "MRIAugment | None":

@@ -97,7 +97,7 @@ def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None, augme
             fit.append(features(augmented_copy(bundle.train, augment, seed=k)))
             labels.append(bundle.train.labels)
         val.append(features(augmented_copy(bundle.val, augment, seed=copies)))
-    if getattr(bundle, "tumour_train", None) is not None:
+    if bundle.tumour_train is not None:
         fit.append(features(bundle.tumour_train))
         labels.append(np.full(len(bundle.tumour_train), len(CLASS_NAMES)))
     detector = fit_detector(np.concatenate(fit), np.concatenate(labels), np.concatenate(val), layers=layers,

@@ -161,18 +161,12 @@ def space_cmd(args):
 
 
 def fit_ood_cmd(args):
-    from .config import MRI_AUGMENT_PRESETS as PRESETS
     from .evaluate import fit_ood_folder
     from .ood import ImageNetStage
 
     backbone = ImageNetStage.from_spec(args.imagenet) if args.imagenet else None
-    run_file = Path(args.model) / "training_args.json"
-    run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    augment = args.mri_augment if args.mri_augment is not None else run.get("mri_augment", "none")
-    if augment not in PRESETS:
-        raise ValueError(f"--mri-augment is one of {', '.join(PRESETS)}, not {augment!r}.")
-    tumour = args.tumour_present if args.tumour_present is not None else run.get("tumour_present")
-    rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers), backbone, augment, tumour or None)
+    rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers), backbone, args.mri_augment,
+                           args.tumour_present)
     print(f"wrote {Path(args.model) / 'ood.safetensors'}: threshold {rates['threshold']}, flags "
           f"{rates['validation_flagged']:.2%} of validation, {rates['test_leak_free_flagged']:.2%} of leak-free test")
 

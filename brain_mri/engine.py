@@ -18,17 +18,38 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 
 from .card import card_context, write_card
-from .checkpoints import arm_crash_point, atomic_write, crash_point, load_checkpoint, save_best, save_checkpoint, staged, write_log
+from .checkpoints import (
+    arm_crash_point,
+    atomic_write,
+    crash_point,
+    load_checkpoint,
+    save_best,
+    save_checkpoint,
+    staged,
+    write_log,
+)
 from .config import CLASS_NAMES, TrainConfig
 from .data import DataBundle, make_loader, prepare_data
 from .evaluate import cam_grid, cam_rows, fit_ood, predict_logits, write_predictions
 from .localise import load_boxes, summarise
-from .metrics import classification_metrics, evaluate_logits, fit_temperature, softmax, write_figures
-from .model import create_model, export_model, fold_temperature, freeze_stem, model_data_config
+from .metrics import (
+    classification_metrics,
+    evaluate_logits,
+    fit_temperature,
+    softmax,
+    write_figures,
+)
+from .model import (
+    create_model,
+    export_model,
+    fold_temperature,
+    freeze_stem,
+    model_data_config,
+)
 from .mri_augment import from_preset
 from .trainer import Trainer
 from .transforms import BatchAugment, Normalize, make_mixup
-from .tumour_present import TumourBatches, called_tumour, load_tumour_present
+from .tumour_present import TumourBatches, add_tumour_present, called_tumour
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +116,8 @@ def run_training(cfg: TrainConfig) -> Path:
     bundle = prepare_data(cfg.data, data_config, cfg.val_fraction, cfg.seed, drop_leaks=not cfg.keep_leaks,
                           progress=accelerator.is_local_main_process)
     if cfg.tumour_present:  # slices known only to hold a tumour, for the partial-label loss
-        _add_tumour_present(cfg, bundle, data_config, accelerator.is_local_main_process)
+        add_tumour_present(bundle, cfg.tumour_present, data_config, cfg.tumour_present_held_out, cfg.seed,
+                           accelerator.is_local_main_process)
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),
                 len(bundle.test), int(bundle.test_leak_free.sum()))
     trainer, loaders = _prepare(cfg, accelerator, model, data_config, bundle, mixup)
@@ -268,13 +290,6 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints" / "last", ignore_errors=True)
     logger.info("Model folder: %s", out)
-
-
-def _add_tumour_present(cfg: TrainConfig, bundle: DataBundle, data_config: dict, progress: bool) -> None:
-    bundle.tumour_train, bundle.tumour_held_out, skipped = load_tumour_present(
-        cfg.tumour_present, data_config, cfg.tumour_present_held_out, cfg.seed, progress)
-    bundle.skipped += skipped
-    logger.info("tumour-present slices: train %d, held out %d", len(bundle.tumour_train), len(bundle.tumour_held_out))
 
 
 def _tumour_metrics(cfg: TrainConfig, trainer: Trainer, final, bundle: DataBundle) -> dict | None:

@@ -12,10 +12,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CAM_METHODS, CLASS_NAMES
 from .checkpoints import atomic_write
+from .config import CAM_METHODS, CLASS_NAMES
 from .data import make_loader, prepare_data
-from .localise import box_energy_ratio, box_in_view, head_energy_share, head_mask, load_boxes, pointing_hit, summarise
+from .localise import (
+    box_energy_ratio,
+    box_in_view,
+    head_energy_share,
+    head_mask,
+    load_boxes,
+    pointing_hit,
+    summarise,
+)
 from .metrics import evaluate_logits, softmax
 from .model import load_exported
 from .transforms import Normalize
@@ -132,25 +140,33 @@ def run_bundle(folder, data: str, progress: bool = False):
     return net, data_config, bundle
 
 
-def fit_ood_folder(folder, data: str, layers=("",), backbone=None, augment: str = "none",
+def fit_ood_folder(folder, data: str, layers=("",), backbone=None, augment: str | None = None,
                    tumour_present: str | None = None) -> dict:
     """Fits and saves the detector of an exported model folder, on the split its training used
     (:func:`run_bundle`), records its rates in ``metrics.json`` and the card; returns the flagged shares.
 
     Args:
-        augment: a :data:`~brain_mri.mri_augment.PRESETS` name whose augmented copies join the fit.
-        tumour_present: the folder of tumour-present slices whose training part joins the fit (split as the run
-            split it).
-    """
-    from .mri_augment import from_preset
+        augment: a :data:`~brain_mri.config.MRI_AUGMENT_PRESETS` name whose augmented copies join the fit
+            (None: the run's own).
+        tumour_present: the folder of tumour-present slices whose training part joins the fit, split as the run
+            split it (None: the run's own; ``""``: none).
 
+    Raises:
+        ValueError: an unknown preset.
+    """
+    from .config import MRI_AUGMENT_PRESETS
+    from .mri_augment import from_preset
+    from .tumour_present import add_tumour_present
+
+    run_file = Path(folder) / "training_args.json"
+    args = json.loads(run_file.read_text()) if run_file.is_file() else {}  # without it run_bundle says why
+    augment = args.get("mri_augment", "none") if augment is None else augment
+    if augment not in MRI_AUGMENT_PRESETS:  # before the dataset is decoded
+        raise ValueError(f"--mri-augment is one of {', '.join(MRI_AUGMENT_PRESETS)}, not {augment!r}.")
+    tumour_present = args.get("tumour_present") if tumour_present is None else tumour_present
     net, data_config, bundle = run_bundle(folder, data, progress=True)
     if tumour_present:
-        from .tumour_present import load_tumour_present
-
-        args = json.loads((Path(folder) / "training_args.json").read_text())
-        bundle.tumour_train, bundle.tumour_held_out, _ = load_tumour_present(
-            tumour_present, data_config, args.get("tumour_present_held_out", 0.15), args["seed"], progress=True)
+        add_tumour_present(bundle, tumour_present, data_config, args.get("tumour_present_held_out", 0.15), args["seed"])
     detector, rates = fit_ood(net, bundle, data_config, layers, backbone, from_preset(augment))
     detector.save(Path(folder))
     metrics_path = Path(folder) / "metrics.json"

@@ -7,6 +7,7 @@ the log of the summed probabilities of those classes. Training code: serving nev
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from .config import CLASS_NAMES, IMAGE_EXTENSIONS
 
+logger = logging.getLogger(__name__)
 TUMOUR = [i for i, c in enumerate(CLASS_NAMES) if c != "notumor"]
 
 
@@ -42,6 +44,14 @@ def load_tumour_present(folder: str, data_config: dict, held_out: float, seed: i
     _, near = duplicate_groups(split.md5, split.thumbs)
     keep, out = next(GroupShuffleSplit(1, test_size=held_out, random_state=seed).split(split.labels, groups=near))
     return split.subset(np.sort(keep)), split.subset(np.sort(out)), skipped
+
+
+def add_tumour_present(bundle, folder: str, data_config: dict, held_out: float, seed: int, progress: bool = True):
+    """Loads :func:`load_tumour_present` into a :class:`~brain_mri.data.DataBundle` (its skipped files too)."""
+    bundle.tumour_train, bundle.tumour_held_out, skipped = load_tumour_present(folder, data_config, held_out, seed,
+                                                                               progress)
+    bundle.skipped += skipped
+    logger.info("tumour-present slices: train %d, held out %d", len(bundle.tumour_train), len(bundle.tumour_held_out))
 
 
 def tumour_present_loss(logits: torch.Tensor) -> torch.Tensor:

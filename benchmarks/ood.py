@@ -14,7 +14,8 @@ Not brain MRI, all from packages' bundled sample data or synthesis (never a down
 Real slices: the leak-free Testing images (no copy in Training), read from their files as a user would
 upload them. Reported apart: brain MRI unlike the training slices (matplotlib's sagittal head MRI, pydicom's
 small MR, Testing slices skull-stripped or inverted inside the head), with what the model answers.
-The flag is the app's: the colour / blank checks, then the detector (``ood.safetensors``).
+The flag is the app's: a DICOM header that names another modality or body part, the colour / blank checks,
+then the detector (``ood.safetensors``); the table counts the header's flags apart.
 """
 import argparse
 import time
@@ -200,21 +201,27 @@ def unlike_training(testing: list, n: int = 20):
 
 
 def flag_rate(clf, named):
-    """(n, flagged, refused, unflagged names, predicted classes of the unflagged): ``named`` yields (name, image or path)."""
-    n = flagged = 0
+    """(n, flagged, refused, unflagged names, predicted classes of the unflagged, flagged by a DICOM header alone):
+    ``named`` yields (name, image or path)."""
+    from brain_mri.images import to_pil_rgb
+    from brain_mri.quality import header_warning
+
+    n = flagged = by_header = 0
     refused, missed, answers = [], [], []
     for name, image in named:
         try:
-            a = clf.assess([image])[0]
+            rgb = to_pil_rgb(image)  # a DICOM file's header travels in rgb.info
+            a = clf.assess([rgb])[0]
         except ValueError:
             refused.append(name)
             continue
         n += 1
         flagged += a["warning"] is not None
+        by_header += header_warning(rgb.info) is not None
         if a["warning"] is None:
             missed.append(f"{name} ({a['ood_score']:.1f})")
             answers.append(max(a["probabilities"], key=a["probabilities"].get))
-    return n, flagged, refused, missed, answers
+    return n, flagged, refused, missed, answers, by_header
 
 
 def leak_free_testing(data: str, data_config: dict):
@@ -244,22 +251,24 @@ def main():
             "photographs, greyscale, inverted": inverted(photographs()),
             "drawings and logos on black": drawings(), "rendered text and documents": documents(),
             "other body parts and modalities": other_modalities()}
-    print("| set | images | flagged | share | refused as unreadable | not flagged |\n|---|---:|---:|---:|---:|---|")
-    total = np.zeros(3, dtype=int)
+    print("| set | images | flagged | share | of them by a DICOM header | refused as unreadable | not flagged |\n"
+          "|---|---:|---:|---:|---:|---:|---|")
+    total = np.zeros(4, dtype=int)
     for name, named in sets.items():
-        n, flagged, refused, missed, _ = flag_rate(clf, named)
-        total += (n, flagged, len(refused))
+        n, flagged, refused, missed, _, by_header = flag_rate(clf, named)
+        total += (n, flagged, by_header, len(refused))
         shown = ", ".join(missed[:6]) + (f" … (+{len(missed) - 6})" if len(missed) > 6 else "")
-        print(f"| {name} | {n} | {flagged} | {flagged / max(n, 1):.1%} | {len(refused)} | {shown} |")
-    print(f"| **all not brain MRI** | {total[0]} | {total[1]} | **{total[1] / max(total[0], 1):.1%}** | {total[2]} | |")
+        print(f"| {name} | {n} | {flagged} | {flagged / max(n, 1):.1%} | {by_header} | {len(refused)} | {shown} |")
+    print(f"| **all not brain MRI** | {total[0]} | {total[1]} | **{total[1] / max(total[0], 1):.1%}** | {total[2]} | "
+          f"{total[3]} | |")
     free = []  # the leak-free Testing slices: prepared once (decoding and the duplicate audit), used twice
     if data:
         start = time.perf_counter()
         free = list(leak_free_testing(data, clf.data_config))
-        n, flagged, _, _, _ = flag_rate(clf, free)
-        print(f"| leak-free Testing (brain MRI) | {n} | {flagged} | **{flagged / max(n, 1):.1%}** | | "
+        n, flagged, _, _, _, _ = flag_rate(clf, free)
+        print(f"| leak-free Testing (brain MRI) | {n} | {flagged} | **{flagged / max(n, 1):.1%}** | | | "
               f"{n - flagged} answered ({time.perf_counter() - start:.0f} s) |")
-    n, flagged, refused, _, answers = flag_rate(clf, unlike_training(free))
+    n, flagged, refused, _, answers, _ = flag_rate(clf, unlike_training(free))
     classes = ", ".join(f"{c} {answers.count(c)}" for c in sorted(set(answers))) or "none"
     print(f"\nBrain MRI unlike the training slices (reported, not counted above): {n} images, {flagged} flagged, "
           f"{n - flagged} answered ({classes}), {len(refused)} refused.")

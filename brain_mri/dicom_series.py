@@ -24,10 +24,11 @@ def check_voxels(shape, name: str) -> None:
 
 
 def series_volume(members: list, name: str):
-    """``(data, spacing, windows, kind, notes)`` of the series in ``members`` (``(file name, bytes)`` pairs).
+    """``(data, spacing, windows, kind, notes, header)`` of the series in ``members`` (``(file name, bytes)`` pairs).
 
     ``data`` is float32 in RAS+ order; ``windows`` the distinct DICOM windows of its files as (low, high),
-    None for files that name none; ``notes`` plain sentences on how it was read, when not as usual.
+    None for files that name none; ``notes`` plain sentences on how it was read, when not as usual; ``header``
+    what its first file says of modality and body part (:func:`~brain_mri.images.dicom_header`).
 
     Raises:
         ValueError: no DICOM image, mixed series, a 4-D series, too many voxels, undecodable pixels.
@@ -69,7 +70,9 @@ def series_volume(members: list, name: str):
         notes = [*notes, "Grey levels turned round: the files are MONOCHROME1 (white is low)."]
     kind = ("multi-frame DICOM" if multi > 1 else
             f"DICOM series of {len(datasets)} file{'s' * (len(datasets) != 1)}")
-    return data, zooms, windows, kind, notes
+    from .images import dicom_header
+
+    return data, zooms, windows, kind, notes, dicom_header(first)
 
 
 def _headers(members: list) -> list:

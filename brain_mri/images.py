@@ -32,7 +32,10 @@ def to_pil_rgb(image) -> Image.Image:
         if not path.is_file():
             raise ValueError(f"No such image file: {path.name}")
         if path.suffix.lower() in DICOM_EXTENSIONS or _is_dicom(path):
-            return _array_to_rgb(read_dicom(path))
+            header = {}
+            image = _array_to_rgb(read_dicom(path, header))
+            image.info.update(header)  # the checks of brain_mri.quality read what the header says
+            return image
         return _open_image(path, path.name)
     if isinstance(image, (bytes, bytearray)):
         return _open_image(io.BytesIO(image), "the data")
@@ -84,8 +87,18 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_dicom(path) -> np.ndarray:
-    """Pixel data of a single-frame DICOM file, with its modality LUT and window applied.
+#: DICOM header fields kept (upper case) in the image's ``info`` under these keys.
+DICOM_HEADER = {"Modality": "modality", "BodyPartExamined": "body_part"}
+
+
+def dicom_header(ds) -> dict:
+    """The :data:`DICOM_HEADER` fields a pydicom dataset fills, upper case."""
+    return {key: str(ds.get(tag)).strip().upper() for tag, key in DICOM_HEADER.items() if str(ds.get(tag) or "").strip()}
+
+
+def read_dicom(path, header: dict | None = None) -> np.ndarray:
+    """Pixel data of a single-frame DICOM file, with its modality LUT and window applied; ``header``, when
+    given, receives the :data:`DICOM_HEADER` fields the file fills.
 
     Raises:
         ValueError: not a readable single-image DICOM file.
@@ -98,6 +111,8 @@ def read_dicom(path) -> np.ndarray:
     name, ds, decoded = Path(path).name, None, False
     try:
         ds = pydicom.dcmread(path)
+        if header is not None:
+            header.update(dicom_header(ds))
         _check_declared_size(ds, name)  # before any pixel is decoded
         arr, decoded = ds.pixel_array, True
         if getattr(ds, "PhotometricInterpretation", "MONOCHROME2").startswith("MONOCHROME"):

@@ -208,6 +208,8 @@ class BrainMRIClassifier:
 
         def prepare(start):
             rgbs = [to_pil_rgb(vol.slice(i, plane)) for i in range(start, min(start + batch_size, n))]
+            for rgb in rgbs:
+                rgb.info.update(vol.header)  # a DICOM scan's modality and body part: the checks read them
             return self._prepare(rgbs, ood=True)
 
         rows = []

@@ -12,6 +12,9 @@ def mri_warning(image: Image.Image) -> str | None:
     constant ones are not. The model would still answer one of its four classes: a flagged image
     gets no answer.
     """
+    said = header_warning(image.info)
+    if said:
+        return said
     rgb = np.asarray(image.convert("RGB").resize((128, 128)), dtype=np.float32)
     grey = rgb.mean(axis=-1)
     if rgb.std() < 4:  # over all channels: colour noise averages to a flat grey
@@ -23,4 +26,30 @@ def mri_warning(image: Image.Image) -> str | None:
     dark = (grey < 0.15 * 255).mean()
     if dark < 0.05:
         return ("This image has almost no dark background, unlike a brain MRI slice, so no answer is given.")
+    return None
+
+
+#: DICOM ``Modality`` values of imaging that is not MRI (secondary captures, ``OT`` / ``SC``, may hold an MRI slice).
+OTHER_MODALITIES = ("CT", "CR", "DX", "MG", "US", "PT", "NM", "XA", "RF", "IO", "PX", "OP", "OPT", "OCT", "SM", "ES",
+                    "XC", "GM", "IVUS", "BMD", "RG")
+
+#: Words of DICOM ``BodyPartExamined`` values that name a part other than the head. A header naming the head,
+#: or nothing, or a part not listed, leaves the judgement to the image.
+OTHER_BODY_PARTS = ("ABDOMEN", "PELVIS", "CHEST", "THORAX", "BREAST", "HEART", "CARDIAC", "LIVER", "KIDNEY",
+                    "PROSTATE", "SPINE", "KNEE", "SHOULDER", "HIP", "ANKLE", "FOOT", "HAND", "WRIST", "ELBOW",
+                    "EXTREMITY", "ARM", "LEG")
+
+
+def header_warning(info: dict) -> str | None:
+    """A reason when a DICOM header (``info`` of :func:`~brain_mri.images.to_pil_rgb`) says the image is not a
+    brain MRI: another modality (CT, X-ray, ...) or another body part; else ``None``."""
+    modality, part = info.get("modality"), info.get("body_part", "")
+    if modality in OTHER_MODALITIES:
+        return (f"This DICOM file's header names its modality {modality}: it is not an MRI. The model only knows brain "
+                "MRI, so no answer is given.")
+    words = set(part.replace("_", " ").replace("-", " ").split())
+    other = next((w for w in OTHER_BODY_PARTS if w in words or (len(w) > 4 and w in part)), None)
+    if other:
+        return (f"This DICOM file's header says it shows the {part.lower()}, not the head. The model only knows "
+                "brain MRI, so no answer is given.")
     return None

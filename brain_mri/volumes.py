@@ -50,6 +50,8 @@ class Volume:
         name: the file's (or the series') name, never a folder.
         kind: "NIfTI", "DICOM series of N files" or "multi-frame DICOM".
         reading: plain sentences on how it was read: the window, and the slice order when not from positions.
+        header: a DICOM scan's modality and body part (:func:`~brain_mri.images.dicom_header`); each slice's
+            checks read it.
     """
 
     data: np.ndarray
@@ -58,6 +60,7 @@ class Volume:
     name: str
     kind: str
     reading: list = field(default_factory=list)
+    header: dict = field(default_factory=dict)
 
     def count(self, plane: str = "axial") -> int:
         """How many slices ``plane`` has."""
@@ -255,6 +258,6 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 def _series(members: list, name: str) -> Volume:
     from .dicom_series import series_volume
 
-    data, spacing, windows, kind, notes = series_volume(members, name)
+    data, spacing, windows, kind, notes, header = series_volume(members, name)
     window, sentence = _choose_window(data, windows)
-    return Volume(data, spacing, window, name, kind, [sentence, *notes])
+    return Volume(data, spacing, window, name, kind, [sentence, *notes], header)

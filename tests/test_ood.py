@@ -197,3 +197,20 @@ def test_colour_noise_is_called_colour_not_blank():
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
     warning = mri_warning(noise)
     assert "colour" in warning and "blank" not in warning and "no answer is given" in warning
+
+
+@pytest.mark.parametrize("tags, named", [({"Modality": "CT"}, "modality ct"), ({"BodyPartExamined": "ABDOMEN"}, "abdomen"),
+                                          ({"BodyPartExamined": "CSPINE"}, "cspine"),
+                                          ({"BodyPartExamined": "HEAD"}, None), ({"Modality": "OT"}, None)])
+def test_a_dicom_header_that_names_another_modality_or_body_part_is_believed(bundled, tmp_path, tags, named):
+    """The same MR slice, its header edited: CT or a body part other than the head gets no answer, in ``assess``
+    and in ``explain`` (the app's path); the head, or a secondary capture (OT), is judged by the image."""
+    import pydicom
+
+    ds = pydicom.dcmread("examples/meningioma_coronal.dcm")
+    for tag, value in tags.items():
+        setattr(ds, tag, value)
+    ds.save_as(tmp_path / "slice.dcm")
+    warnings = [bundled.assess([tmp_path / "slice.dcm"])[0]["warning"], bundled.explain(tmp_path / "slice.dcm").warning]
+    for warning in warnings:
+        assert (warning is None) if named is None else (named in warning.lower() and "header" in warning)

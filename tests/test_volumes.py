@@ -113,6 +113,24 @@ def test_a_tumour_slice_among_healthy_ones_is_ranked_first(slices, tmp_path):
     assert "judges each slice on its own" in report["summary"] and "no diagnosis of the patient" in report["summary"]
 
 
+@pytest.mark.parametrize("tags, flagged", [({"Modality": "CT"}, True), ({"BodyPartExamined": "KNEE"}, True),
+                                           ({"BodyPartExamined": "BRAIN"}, False)])
+def test_a_dicom_series_whose_header_names_another_modality_or_body_part_gets_no_answer(tmp_path, tags, flagged):
+    from conftest import BUNDLED_MODEL
+
+    from brain_mri import BrainMRIClassifier
+
+    series = example_slices(NAMES, 160)
+    volume = read_volume(write_series(tmp_path / "series", series, [0, 1, 2, 3], [1, 2, 3, 4], **tags))
+    a = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL).assess_volume(volume, top=1)
+    assert volume.header == {"modality": "MR", **{"body_part" if k == "BodyPartExamined" else "modality": v
+                                                   for k, v in tags.items()}}
+    if flagged:
+        assert len(a.flagged) == 4 and not a.top and all("header" in row["warning"] for row in a.slices)
+    else:
+        assert not any(row["warning"] and "header" in row["warning"] for row in a.slices) and a.top
+
+
 def _one_line(error) -> str:
     text = str(error.value)
     assert "\n" not in text and "/" not in text.replace("4-D", "")  # one line, no server path

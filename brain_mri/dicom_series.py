@@ -11,6 +11,8 @@ import io
 
 import numpy as np
 
+from .images import dicom_header
+
 #: The largest scan read: 48 million voxels (e.g. 512 x 512 x 183) are 192 MB as float32.
 MAX_VOXELS = 48_000_000
 
@@ -70,8 +72,6 @@ def series_volume(members: list, name: str):
         notes = [*notes, "Grey levels turned round: the files are MONOCHROME1 (white is low)."]
     kind = ("multi-frame DICOM" if multi > 1 else
             f"DICOM series of {len(datasets)} file{'s' * (len(datasets) != 1)}")
-    from .images import dicom_header
-
     return data, zooms, windows, kind, notes, dicom_header(first)
 
 

@@ -34,7 +34,7 @@ def to_pil_rgb(image) -> Image.Image:
         if path.suffix.lower() in DICOM_EXTENSIONS or _is_dicom(path):
             header = {}
             image = _array_to_rgb(read_dicom(path, header))
-            image.info.update(header)  # the checks of brain_mri.quality read what the header says
+            image.info[DICOM_INFO] = header  # the checks of brain_mri.quality read what the header says
             return image
         return _open_image(path, path.name)
     if isinstance(image, (bytes, bytearray)):
@@ -87,13 +87,24 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-#: DICOM header fields kept (upper case) in the image's ``info`` under these keys.
+#: DICOM header fields kept (upper case) under these keys, in a dict at ``Image.info[DICOM_INFO]``.
 DICOM_HEADER = {"Modality": "modality", "BodyPartExamined": "body_part"}
+#: A dict there: a PNG's text chunks, which Pillow also puts in ``info``, are strings and cannot pose as a header.
+DICOM_INFO = "dicom"
 
 
 def dicom_header(ds) -> dict:
-    """The :data:`DICOM_HEADER` fields a pydicom dataset fills, upper case."""
-    return {key: str(ds.get(tag)).strip().upper() for tag, key in DICOM_HEADER.items() if str(ds.get(tag) or "").strip()}
+    """The :data:`DICOM_HEADER` fields a pydicom dataset fills, upper case; several values joined by ``\\``."""
+    header = {}
+    for tag, key in DICOM_HEADER.items():
+        value = ds.get(tag)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        text = value if isinstance(value, str) else "" if value is None else \
+            "\\".join(map(str, value)) if hasattr(value, "__iter__") else str(value)
+        if text.strip():
+            header[key] = text.strip().upper()
+    return header
 
 
 def read_dicom(path, header: dict | None = None) -> np.ndarray:

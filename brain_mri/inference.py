@@ -200,6 +200,8 @@ class BrainMRIClassifier:
         """
         from concurrent.futures import ThreadPoolExecutor
 
+        from .images import DICOM_INFO
+        from .quality import header_warning
         from .scans import VolumeAssessment
         from .volumes import Volume, read_volume
 
@@ -209,7 +211,7 @@ class BrainMRIClassifier:
         def prepare(start):
             rgbs = [to_pil_rgb(vol.slice(i, plane)) for i in range(start, min(start + batch_size, n))]
             for rgb in rgbs:
-                rgb.info.update(vol.header)  # a DICOM scan's modality and body part: the checks read them
+                rgb.info[DICOM_INFO] = vol.header  # a DICOM scan's modality and body part: the checks read them
             return self._prepare(rgbs, ood=True)
 
         rows = []
@@ -224,7 +226,9 @@ class BrainMRIClassifier:
                 rows += self._rows(*prepared)
                 if progress:
                     progress(len(rows), n)
-        assessment = VolumeAssessment(vol.name, vol.kind, plane, rows, reading=list(vol.reading),
+        said = header_warning({DICOM_INFO: vol.header})  # said once for the scan, not only per slice
+        reading = [*vol.reading, *([said] if said else [])]
+        assessment = VolumeAssessment(vol.name, vol.kind, plane, rows, reading=reading,
                                       sections=[round(float(v), 4) for v in vol.sections(plane)])
         return self.explain_top(vol, assessment, top, method, opacity, target)
 
@@ -239,7 +243,7 @@ class BrainMRIClassifier:
         return assessment
 
     def warning(self, rgb, ood_score: float | None) -> str | None:
-        """Why an image is not taken for a brain MRI slice: blank, colour (:mod:`~brain_mri.quality`),
+        """Why an image is not taken for a brain MRI slice: its DICOM header, blank, colour (:mod:`~brain_mri.quality`),
         or features far from the training slices (:mod:`~brain_mri.ood`); ``None`` when it is."""
         from .quality import mri_warning
 

@@ -58,7 +58,8 @@ class VolumeAssessment:
         lines = [f"{n} {self.plane} slice{'s' * (n != 1)} of {self.name} ({self.kind}) scored.", *self.reading]
         if flagged:
             lines.append(f"{flagged} slice{'s were' if flagged != 1 else ' was'} not taken for a brain MRI slice "
-                         "(blank, outside the head, or unlike the training slices) and got no answer.")
+                         "(blank, outside the head, unlike the training slices, or not brain MRI by its DICOM header) "
+                         "and got no answer.")
         answered = [i for i in range(n) if not self.slices[i]["warning"]]
         if not answered:
             return " ".join(lines + ["No slice was taken for a brain MRI slice, so there is no answer.", *CAVEATS])

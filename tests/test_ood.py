@@ -1,5 +1,6 @@
 """The "not a brain MRI" check: the detector itself, what training saves, and the bundled model on
 images that are not brain MRI (shipped inside scikit-image's and pydicom's wheels)."""
+import io
 import json
 from pathlib import Path
 
@@ -200,17 +201,47 @@ def test_colour_noise_is_called_colour_not_blank():
 
 
 @pytest.mark.parametrize("tags, named", [({"Modality": "CT"}, "modality ct"), ({"BodyPartExamined": "ABDOMEN"}, "abdomen"),
-                                          ({"BodyPartExamined": "CSPINE"}, "cspine"),
-                                          ({"BodyPartExamined": "HEAD"}, None), ({"Modality": "OT"}, None)])
+                                          ({"BodyPartExamined": "KNEE_LEFT"}, "knee"), ({"BodyPartExamined": "HEAD"}, None),
+                                          ({"BodyPartExamined": "BRAIN SPINE"}, None), ({"Modality": "OT"}, None)])
 def test_a_dicom_header_that_names_another_modality_or_body_part_is_believed(bundled, tmp_path, tags, named):
     """The same MR slice, its header edited: CT or a body part other than the head gets no answer, in ``assess``
-    and in ``explain`` (the app's path); the head, or a secondary capture (OT), is judged by the image."""
+    (a path, or an image read first, as ``brain-mri predict`` does) and in ``explain`` (the app's path); the head,
+    or a secondary capture (OT), is judged by the image."""
     import pydicom
+
+    from brain_mri.images import to_pil_rgb
 
     ds = pydicom.dcmread("examples/meningioma_coronal.dcm")
     for tag, value in tags.items():
         setattr(ds, tag, value)
-    ds.save_as(tmp_path / "slice.dcm")
-    warnings = [bundled.assess([tmp_path / "slice.dcm"])[0]["warning"], bundled.explain(tmp_path / "slice.dcm").warning]
+    path = tmp_path / "slice.dcm"
+    ds.save_as(path)
+    warnings = [bundled.assess([path])[0]["warning"], bundled.assess([to_pil_rgb(path)])[0]["warning"],
+                bundled.explain(path).warning]
     for warning in warnings:
         assert (warning is None) if named is None else (named in warning.lower() and "header" in warning)
+
+
+@pytest.mark.parametrize("part", ["HEAD", "BRAIN", "HEADNECK", "SELLA", "ORBIT", "IAC", "NECK", "KOPF", "",
+                                  "BRAIN_CSPINE", "HIPPOCAMPUS"])
+def test_a_header_that_names_the_head_or_nothing_known_leaves_the_judgement_to_the_image(part):
+    from brain_mri.images import DICOM_INFO
+    from brain_mri.quality import header_warning
+
+    assert header_warning({DICOM_INFO: {"modality": "MR", "body_part": part}}) is None
+
+
+@pytest.mark.parametrize("part", ["ABDOMEN", "CHESTABDOMEN", "KNEE,LEFT", "L-SPINE", "HAND", "CHEST\\ABDOMEN"])
+def test_a_header_that_names_another_body_part_is_believed_and_a_png_text_chunk_is_not(part):
+    from PIL import Image, PngImagePlugin
+
+    from brain_mri.images import DICOM_INFO, to_pil_rgb
+    from brain_mri.quality import header_warning
+
+    assert "not the head" in header_warning({DICOM_INFO: {"modality": "MR", "body_part": part}})
+    text = PngImagePlugin.PngInfo()
+    for key, value in (("modality", "CT"), ("body_part", part), (DICOM_INFO, "CT")):
+        text.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "PNG", pnginfo=text)
+    assert header_warning(to_pil_rgb(buffer.getvalue()).info) is None

@@ -113,22 +113,32 @@ def test_a_tumour_slice_among_healthy_ones_is_ranked_first(slices, tmp_path):
     assert "judges each slice on its own" in report["summary"] and "no diagnosis of the patient" in report["summary"]
 
 
-@pytest.mark.parametrize("tags, flagged", [({"Modality": "CT"}, True), ({"BodyPartExamined": "KNEE"}, True),
-                                           ({"BodyPartExamined": "BRAIN"}, False)])
-def test_a_dicom_series_whose_header_names_another_modality_or_body_part_gets_no_answer(tmp_path, tags, flagged):
+@pytest.fixture(scope="module")
+def bundled():
     from conftest import BUNDLED_MODEL
 
     from brain_mri import BrainMRIClassifier
 
-    series = example_slices(NAMES, 160)
-    volume = read_volume(write_series(tmp_path / "series", series, [0, 1, 2, 3], [1, 2, 3, 4], **tags))
-    a = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL).assess_volume(volume, top=1)
+    return BrainMRIClassifier.from_pretrained(BUNDLED_MODEL)
+
+
+@pytest.mark.parametrize("tags, flagged", [({"Modality": "CT"}, True), ({"BodyPartExamined": "KNEE"}, True),
+                                           ({"BodyPartExamined": "BRAIN"}, False)])
+def test_a_dicom_series_whose_header_names_another_modality_or_body_part_gets_no_answer(bundled, tmp_path, tags,
+                                                                                         flagged):
+    """Every slice of a CT or knee series is flagged and the summary says why once; a brain series is judged
+    by its slices."""
+    volume = read_volume(write_series(tmp_path / "series", example_slices(NAMES, 160), [0, 1, 2, 3], [1, 2, 3, 4],
+                                      **tags))
+    a = bundled.assess_volume(volume, top=1)
     assert volume.header == {"modality": "MR", **{"body_part" if k == "BodyPartExamined" else "modality": v
                                                    for k, v in tags.items()}}
+    said = [line for line in a.reading if "header" in line]
     if flagged:
         assert len(a.flagged) == 4 and not a.top and all("header" in row["warning"] for row in a.slices)
+        assert len(said) == 1 and said[0] in a.summary() and "DICOM header" in a.summary()
     else:
-        assert not any(row["warning"] and "header" in row["warning"] for row in a.slices) and a.top
+        assert not said and not any(row["warning"] and "header" in row["warning"] for row in a.slices) and a.top
 
 
 def _one_line(error) -> str:

@@ -243,8 +243,9 @@ class BrainMRIClassifier:
         return assessment
 
     def warning(self, rgb, ood_score: float | None) -> str | None:
-        """Why an image is not taken for a brain MRI slice: its DICOM header, blank, colour (:mod:`~brain_mri.quality`),
-        or features far from the training slices (:mod:`~brain_mri.ood`); ``None`` when it is."""
+        """Why an image is not taken for a brain MRI slice: its DICOM header, blank, colour
+        (:mod:`~brain_mri.quality`), or features far from the training slices (:mod:`~brain_mri.ood`); ``None`` when
+        it is."""
         from .quality import mri_warning
 
         return mri_warning(rgb) or self._far(ood_score)

@@ -97,7 +97,10 @@ def dicom_header(ds) -> dict:
     """The :data:`DICOM_HEADER` fields a pydicom dataset fills, upper case; several values joined by ``\\``."""
     header = {}
     for tag, key in DICOM_HEADER.items():
-        value = ds.get(tag)
+        try:
+            value = ds.get(tag)
+        except Exception:  # a damaged element: pydicom raises many types; the image checks still run
+            continue
         if isinstance(value, bytes):
             value = value.decode("ascii", "replace")
         text = value if isinstance(value, str) else "" if value is None else \

@@ -257,11 +257,12 @@ def write_predictions(path: Path, names, labels, probs, leak_free):
 
 
 def evaluate_model(model: str, data: str, batch_size: int = 64, output: str | None = None,
-                   csv_path: str | None = None) -> dict:
+                   csv_path: str | None = None, localise: bool = True) -> dict:
     """Evaluates a model folder or Hub id on the test split, full and leak-free.
 
     Returns the metrics dict (the probabilities are the model's own: a temperature folded
-    into an exported head applies already).
+    into an exported head applies already). ``localise=False`` skips the CAM measurement
+    on the tumour boxes, the slow part on a CPU.
     """
     from accelerate import Accelerator
 
@@ -270,7 +271,7 @@ def evaluate_model(model: str, data: str, batch_size: int = 64, output: str | No
     logits, labels = split_logits(Accelerator(), net, bundle.test, data_config, batch_size)
     result = {k: v["uncalibrated"] for k, v in evaluate_logits(logits, labels, 1.0, bundle.test_leak_free).items()}
     result["duplicates"] = bundle.report.as_dict()
-    boxes = load_boxes(data)
+    boxes = load_boxes(data) if localise else None
     if boxes:  # measurement only: nothing is chosen with the Testing boxes
         result["localisation"] = {m: summarise(cam_rows(net, bundle.test, data_config, boxes, "Testing", m))
                                   for m in CAM_METHODS}

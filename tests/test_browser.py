@@ -111,6 +111,7 @@ def test_the_line_under_the_disclaimer_links_to_the_external_validation(browser)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(demo.local_url, wait_until="networkidle")
     section = page.locator("#external-validation")
+    section.wait_for(state="visible", timeout=30_000)  # a slow machine draws it after the network is idle
     assert not section.is_hidden() and section.bounding_box()["y"] > 900  # below the fold at first
     page.get_by_role("link", name="external validation").click()
     page.wait_for_timeout(500)

@@ -11,7 +11,7 @@ pytestmark = [requires_shared_data, requires_bundled_model]
 
 @pytest.fixture(scope="module")
 def result():
-    return evaluate_model(str(BUNDLED_MODEL), str(SHARED_DATA))
+    return evaluate_model(str(BUNDLED_MODEL), str(SHARED_DATA), localise=False)  # test_localise covers the CAMs
 
 
 def test_bundled_model_is_accurate_on_leak_free_test(result):

@@ -135,9 +135,16 @@ def test_the_frozen_imagenet_stage_travels_in_the_detector_file(bundled, tmp_pat
 
 
 def test_bundled_model_flags_a_ct_slice(bundled):
+    """By its header (Modality CT) first; with the header taken away, by its pixels."""
     from pydicom.data import get_testdata_file
 
-    a = bundled.assess([get_testdata_file("CT_small.dcm")])[0]
+    from brain_mri.images import DICOM_INFO, to_pil_rgb
+
+    path = get_testdata_file("CT_small.dcm")
+    assert "modality CT" in bundled.assess([path])[0]["warning"]
+    image = to_pil_rgb(path)
+    del image.info[DICOM_INFO]
+    a = bundled.assess([image])[0]
     assert a["warning"] == OOD_WARNING and a["ood_score"] > bundled.ood.threshold
 
 

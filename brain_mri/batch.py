@@ -25,6 +25,7 @@ class Prediction:
     ood_score: float | None = None  # distance to the training features (brain_mri.ood)
     plane: str | None = None  # for a slice of a whole scan: its plane and index
     slice: int | None = None
+    head_section: float | None = None  # and its head section, a share of the scan's largest (near 0: an end)
 
     @property
     def flagged(self) -> bool:
@@ -93,19 +94,21 @@ def _scan_rows(clf, path: Path, plane: str, progress: bool) -> list[Prediction]:
     volume = read_volume(path)
     with tqdm(total=volume.count(plane), desc=volume.name, unit="slice", leave=False, disable=not progress) as bar:
         a = clf.assess_volume(volume, plane, top=0, progress=lambda done, _: bar.update(done - bar.n))
-    return [_row(path, s, plane=plane, slice=k) for k, s in enumerate(a.slices)]
+    return [_row(path, s, plane=plane, slice=k, head_section=float(a.sections[k]) if len(a.sections) else None)
+            for k, s in enumerate(a.slices)]
 
 
 def write_csv(predictions, path) -> None:
-    """One row per image or slice: file, plane and slice index (scans), true class (if known), predicted class
-    (empty when flagged), the four probabilities, flagged (1 = not taken for a brain MRI slice), its distance
-    to the training features, warning."""
+    """One row per image or slice: file, plane, slice index and head section (scans), true class (if known),
+    predicted class (empty when flagged), the four probabilities, flagged (1 = not taken for a brain MRI slice),
+    its distance to the training features, warning."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "plane", "slice", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged",
-                    "ood_score", "warning"])
+        w.writerow(["file", "plane", "slice", "head_section", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES],
+                    "flagged", "ood_score", "warning"])
         for p in predictions:
-            w.writerow([p.file, p.plane or "", "" if p.slice is None else p.slice, p.label or "",
+            w.writerow([p.file, p.plane or "", "" if p.slice is None else p.slice,
+                        "" if p.head_section is None else f"{p.head_section:.4f}", p.label or "",
                         "" if p.flagged else p.predicted,
                         *[f"{p.probabilities[c]:.6f}" for c in CLASS_NAMES], int(p.flagged),
                         "" if p.ood_score is None else f"{p.ood_score:.2f}", p.warning or ""])

@@ -36,8 +36,8 @@ def test_predict_folder_to_csv_lists_and_skips_bad_files(answering_folder, folde
     assert "12 image(s) or slice(s) predicted" in r.stderr and "2 unreadable file(s) skipped" in r.stderr
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert len(rows) == 12 and {r["label"] for r in rows} == set(CLASS_NAMES)
-    assert list(rows[0]) == ["file", "plane", "slice", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "flagged", "ood_score",
-                             "warning"]
+    assert list(rows[0]) == ["file", "plane", "slice", "head_section", "label", "predicted",
+                             *[f"p_{c}" for c in CLASS_NAMES], "flagged", "ood_score", "warning"]
     clf = BrainMRIClassifier.from_pretrained(out)
     for row in rows[:3]:  # the same answer as one image at a time
         probs = clf.predict(row["file"])
@@ -110,3 +110,5 @@ def test_predict_on_scans_writes_one_row_per_slice(answering_folder, tmp_path):
         by_file.setdefault(Path(row["file"]).name, []).append([float(row[f"p_{c}"]) for c in CLASS_NAMES])
     assert np.allclose(by_file["scan.nii.gz"], by_file["series"], atol=0.02)
     assert "128 image(s) or slice(s) predicted" in r.stderr
+    sections = [float(row["head_section"]) for row in rows[:64]]  # coronal: the head is widest mid-scan
+    assert max(sections) == 1 and sections[0] < 0.5 and sections[32] > 0.5, sections

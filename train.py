@@ -124,11 +124,21 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, force=True)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     from brain_mri.cli import run_cli_errors
-    from brain_mri.engine import run_training
 
     command = " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else [str(a) for a in argv]))
-    cfg = TrainConfig(**vars(args), command=command)
-    sys.exit(run_cli_errors(lambda: run_training(cfg)))
+    sys.exit(run_cli_errors(lambda: run(TrainConfig(**vars(args), command=command))))
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Flags wrong on their own fail in a second, before torch is imported; then the run."""
+    cfg.check()
+    if cfg.push_to_hub:
+        from brain_mri.hub import check_repo_id
+
+        check_repo_id(cfg.push_to_hub)
+    from brain_mri.engine import run_training
+
+    return run_training(cfg)
 
 
 if __name__ == "__main__":

@@ -125,3 +125,15 @@ class TrainConfig:
     card_notes: str | None = None
     push_to_hub: str | None = None
     command: str = ""  # the command line, for the model card
+
+    def check(self) -> None:
+        """Refuses flags that are wrong on their own: ``train.py`` asks before it imports torch, so they fail at once.
+
+        Raises:
+            ValueError: the rule broken.
+        """
+        if self.box_loss < 0:
+            raise ValueError(f"--box-loss takes a weight >= 0, got {self.box_loss}.")
+        if self.box_loss and (self.mixup or self.cutmix):
+            raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: "
+                             "a mixed image has no one tumour box.")

@@ -76,13 +76,10 @@ def resolve_mixed_precision(choice: str, cpu: bool = False) -> str:
 def run_training(cfg: TrainConfig) -> Path:
     """Trains, calibrates, evaluates and exports; returns the model folder."""
     arm_crash_point()
-    mixup = make_mixup(cfg.mixup, cfg.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
-    if cfg.box_loss < 0:
-        raise ValueError(f"--box-loss takes a weight >= 0, got {cfg.box_loss}.")
+    cfg.check()  # bad flags fail before anything is written
     if cfg.box_loss and not load_boxes(cfg.data):
         raise ValueError(f"--box-loss needs tumour boxes: {cfg.data} has no tumour_boxes.csv (see the dataset README).")
-    if cfg.box_loss and mixup is not None:
-        raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: a mixed image has no one tumour box.")
+    mixup = make_mixup(cfg.mixup, cfg.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
     ood_backbone = _ood_backbone(cfg)  # its weights are found and mapped now, not after the run
     if cfg.push_to_hub:  # a bad repo id fails now, not after the run
         from .hub import check_repo_id

@@ -1,10 +1,11 @@
 """The package's shape: what each entry point loads (serving stays clear of the training stack,
-``train.py --help`` of torch) and small modules and functions."""
+``train.py --help`` and its refusal of bad flags, of torch) and small modules and functions."""
 import ast
 import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 TRAINING_STACK = {"datasets", "accelerate", "sklearn"}
@@ -25,10 +26,14 @@ def test_the_classifier_does_not_load_the_training_stack(trained_folder, sample_
     assert "timm" in predicted and not predicted & TRAINING_STACK
 
 
-def test_train_help_parses_before_anything_heavy_loads():
+@pytest.mark.parametrize("flags", [["--help"], ["--data", "d", "--output-dir", "o", "--box-loss", "-1"],
+                                   ["--data", "d", "--output-dir", "o", "--box-loss", "1", "--cutmix", "1"],
+                                   ["--data", "d", "--output-dir", "o", "--push-to-hub", "../up"]])
+def test_train_help_and_bad_flags_end_before_anything_heavy_loads(flags):
     loaded = _top_modules_after(
-        "import runpy, sys\nsys.argv = ['train.py', '--help']\n"
-        "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit:\n    pass")
+        f"import runpy, sys\nsys.argv = ['train.py', *{flags!r}]\n"
+        "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit as e:\n"
+        "    assert e.code == (0 if '--help' in sys.argv else 2), e.code")
     assert "brain_mri" in loaded and not loaded & ({"torch", "timm"} | TRAINING_STACK)
 
 

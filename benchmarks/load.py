@@ -194,11 +194,14 @@ def main():
     p.add_argument("--queue-size", type=int, default=64)
     p.add_argument("--cache-delete", default="5,20", help="Gradio's cache deletion FREQUENCY,AGE in seconds")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the model's own time and the do-nothing app (the tests check the app, not its overhead)")
     args = p.parse_args()
     images = sorted(f for f in Path(args.images).iterdir() if f.suffix.lower() in (".jpg", ".png", ".dcm"))
     tmp = Path(tempfile.mkdtemp(prefix="brain-mri-load-"))
-    result = {"model_explain_s": model_time(args.model, images),
-              "floor_s": protocol_floor([f for f in images if f.suffix != ".dcm"], tmp)}  # gr.Image reads no DICOM
+    result = {"model_explain_s": None, "floor_s": None} if args.no_baselines else {
+        "model_explain_s": model_time(args.model, images),
+        "floor_s": protocol_floor([f for f in images if f.suffix != ".dcm"], tmp)}  # gr.Image reads no DICOM
     env = {"TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio"), "BRAIN_MRI_CACHE_DELETE": args.cache_delete,
            "GRADIO_PROFILING": "1"}  # Gradio's own per-phase timings of each request, on the server
     with open(tmp.parent / f"{tmp.name}.log", "w") as log:
@@ -224,8 +227,9 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    result["server_overhead_ms"] = (sum(result["server"][k] for k in ("upload", "preprocess", "fn_call", "postprocess"))
-                                    - result["model_explain_s"] * 1000)
+    if result["model_explain_s"] is not None:
+        result["server_overhead_ms"] = (sum(result["server"][k] for k in ("upload", "preprocess", "fn_call", "postprocess"))
+                                        - result["model_explain_s"] * 1000)
     print_table(result, args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -234,13 +238,16 @@ def main():
 def print_table(r: dict, args) -> None:
     ld, s, f = r["load"], r["series"], r["flood"]
     print("| measure | value |\n|---|---:|")
+    def ms(v, scale=1000):  # "–" where --no-baselines skipped it
+        return "–" if v is None else f"{v * scale:.1f}"
+
     rows = [
-        ("model's own predict + Grad-CAM, median (ms)", f"{r['model_explain_s'] * 1000:.1f}"),
-        ("one user, one request end to end, median (ms)", f"{r['single_p50_s'] * 1000:.1f}"),
-        ("the same request to a do-nothing Gradio app, median (ms)", f"{r['floor_s'] * 1000:.1f}"),
+        ("model's own predict + Grad-CAM, median (ms)", ms(r["model_explain_s"])),
+        ("one user, one request end to end, median (ms)", ms(r["single_p50_s"])),
+        ("the same request to a do-nothing Gradio app, median (ms)", ms(r["floor_s"])),
         ("on the server (Gradio's profile): upload + preprocess + handler + postprocess, medians (ms)",
          " + ".join(f"{r['server'][k]:.1f}" for k in ("upload", "preprocess", "fn_call", "postprocess"))),
-        ("server-side overhead = server total - model's own time (ms)", f"{r['server_overhead_ms']:.1f}"),
+        ("server-side overhead = server total - model's own time (ms)", ms(r.get("server_overhead_ms"), 1)),
         (f"{args.users} users x {args.requests}: failures / mismatches", f"{ld['failures']} / {ld['mismatches']}"),
         (f"{args.users} users x {args.requests}: p50 / p95 (ms)", f"{ld['p50_s'] * 1000:.0f} / {ld['p95_s'] * 1000:.0f}"),
         (f"{s['requests']} in a row: server RSS growth (MB)", f"{s['rss_growth_mb']:.1f} (from {s['rss_before_mb']:.0f})"),

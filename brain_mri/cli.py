@@ -95,12 +95,13 @@ def evaluate_cmd(args):
 def _model_and_files(args):
     """The model of ``--model`` and the image files of ``PATH...``; no file at all is an error."""
     from .batch import find_images
+
+    files = find_images(args.paths, args.series)
+    if not files:  # said before torch loads
+        raise ValueError(f"No image, DICOM or scan files in {', '.join(args.paths) or 'no path'}.")
     from .inference import BrainMRIClassifier, configure_threads
 
     configure_threads()
-    files = find_images(args.paths, args.series)
-    if not files:
-        raise ValueError(f"No image, DICOM or scan files in {', '.join(args.paths) or 'no path'}.")
     return BrainMRIClassifier.from_pretrained(args.model), files
 
 

@@ -229,7 +229,7 @@ def leak_free_testing(data: str, data_config: dict):
 
     from brain_mri.data import prepare_data
 
-    bundle = prepare_data(data, data_config, with_val=False, drop_leaks=False, progress=False)
+    bundle = prepare_data(data, data_config, with_val=False, drop_leaks=False, train_views=False, progress=False)
     for name, free in zip(bundle.test.names, bundle.test_leak_free):
         if free:
             yield name, Path(data) / "Testing" / name

@@ -161,16 +161,19 @@ class DecodedSplit:
         )
 
 
-def decode_split(split, data_config: dict, name: str, progress: bool = True) -> tuple[DecodedSplit, list]:
+def decode_split(split, data_config: dict, name: str, progress: bool = True,
+                 views: bool = True) -> tuple[DecodedSplit, list]:
     """Decodes every image once into the model's view (eval transform of ``data_config``);
-    unreadable files are collected, not raised.
+    unreadable files are collected, not raised. ``views=False`` keeps hashes and thumbnails only
+    (images of size 0, regions NaN), for a split that is only audited for duplicates: the view is
+    most of the time.
 
     Returns:
         The decoded split and the list of skipped (name, reason) pairs.
     """
     from tqdm.auto import tqdm
 
-    to_view = EvalView(data_config)
+    to_view = EvalView(data_config) if views else lambda rgb: (np.zeros((0, 0, 3), np.uint8), [np.nan] * 4)
     images, labels, names, md5s, thumbs, regions, skipped = [], [], [], [], [], [], []
     for i, row in enumerate(tqdm(split, desc=f"decode {name}", disable=not progress, leave=False)):
         ref = row["image"]
@@ -240,15 +243,17 @@ def prepare_data(
     drop_leaks: bool = True,
     progress: bool = True,
     with_val: bool = True,
+    train_views: bool = True,
 ) -> DataBundle:
     """Loads, decodes, splits and audits the dataset.
 
     The validation split is stratified by class and grouped by near-duplicate group, so no
     group straddles train and validation. With ``drop_leaks`` training images that copy a
-    validation or test image are dropped.
+    validation or test image are dropped. ``train_views=False`` (evaluation: Training only
+    audited) decodes no model views of Training (see :func:`decode_split`).
     """
     raw = load_raw_splits(source)
-    train, skipped = decode_split(raw["train"], data_config, "train", progress)
+    train, skipped = decode_split(raw["train"], data_config, "train", progress, views=train_views)
     test, skipped_test = decode_split(raw["test"], data_config, "test", progress)
     skipped += skipped_test
     if skipped:

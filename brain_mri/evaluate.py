@@ -267,7 +267,7 @@ def evaluate_model(model: str, data: str, batch_size: int = 64, output: str | No
     from accelerate import Accelerator
 
     net, data_config = load_exported(model)
-    bundle = prepare_data(data, data_config, with_val=False, drop_leaks=False)
+    bundle = prepare_data(data, data_config, with_val=False, drop_leaks=False, train_views=False)
     logits, labels = split_logits(Accelerator(), net, bundle.test, data_config, batch_size)
     result = {k: v["uncalibrated"] for k, v in evaluate_logits(logits, labels, 1.0, bundle.test_leak_free).items()}
     result["duplicates"] = bundle.report.as_dict()

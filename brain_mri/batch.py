@@ -94,8 +94,7 @@ def _scan_rows(clf, path: Path, plane: str, progress: bool) -> list[Prediction]:
     volume = read_volume(path)
     with tqdm(total=volume.count(plane), desc=volume.name, unit="slice", leave=False, disable=not progress) as bar:
         a = clf.assess_volume(volume, plane, top=0, progress=lambda done, _: bar.update(done - bar.n))
-    return [_row(path, s, plane=plane, slice=k, head_section=float(a.sections[k]) if len(a.sections) else None)
-            for k, s in enumerate(a.slices)]
+    return [_row(path, s, plane=plane, slice=k, head_section=a.head_section(k)) for k, s in enumerate(a.slices)]
 
 
 def write_csv(predictions, path) -> None:

@@ -47,6 +47,10 @@ class VolumeAssessment:
         """1 - p(no tumour) of one slice."""
         return 1.0 - self.slices[index]["probabilities"][NO_TUMOUR]
 
+    def head_section(self, index: int) -> float | None:
+        """A slice's head area as a share of the scan's largest (near 0: an end of the head), None when unmeasured."""
+        return float(self.sections[index]) if len(self.sections) else None
+
     def predicted(self, index: int) -> str | None:
         """A slice's top class, or None when it is flagged."""
         s = self.slices[index]
@@ -84,7 +88,7 @@ class VolumeAssessment:
             "slices": [{"index": i, "predicted": self.predicted(i), "probabilities": s["probabilities"],
                         "tumour_probability": self.tumour_probability(i), "flagged": bool(s["warning"]),
                         "ood_score": s["ood_score"], "warning": s["warning"],
-                        "head_section": float(self.sections[i]) if len(self.sections) else None}
+                        "head_section": self.head_section(i)}
                        for i, s in enumerate(self.slices)],
             "flagged_slices": self.flagged, "top_slices": [i for i, _ in self.top],
         }

@@ -48,6 +48,10 @@ def test_upload_and_see_label_and_overlay(browser, served, tiny_data, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.goto(demo.local_url, wait_until="networkidle")
     assert "Medical disclaimer" in page.content() and "Weights in use" in page.content()
+    images = [name for name in examples if not name.endswith(".dcm")]
+    page.wait_for_function(  # a slow machine draws the thumbnails after the network is idle
+        "names => names.every(n => [...document.images].some(i => decodeURIComponent(i.src).includes(n)))",
+        arg=images, timeout=30_000)
     thumbnails = page.locator("img").evaluate_all("all => all.map(i => decodeURIComponent(i.src))")
     shown = [name for name in examples if not name.endswith(".dcm") and any(name in src for src in thumbnails)]
     assert shown == [name for name in examples if not name.endswith(".dcm")]  # every image example as a thumbnail

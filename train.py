@@ -43,6 +43,7 @@ def _data_and_model_flags(p):
                    help="such slices beside each batch (default %(default)s)")
     g.add_argument("--tumour-present-held-out", type=float, default=D.tumour_present_held_out, metavar="SHARE",
                    help="share of them held out, near-twins together, to report on (default %(default)s)")
+    _extra_source_flags(p)
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=D.model, help="timm architecture (default %(default)s)")
@@ -69,6 +70,33 @@ def _data_and_model_flags(p):
     g.add_argument("--cam-layer", default=D.cam_layer, metavar="LAYER[,LAYER]",
                    help="layer the exported model's CAMs hook by default, dotted; several, comma-separated, are "
                         "averaged (e.g. layer3.-1,layer4.-1); recorded in config.json (default: the family's rule)")
+
+
+def _extra_source_flags(p):
+    g = p.add_argument_group("other sources (brain_mri/sources.py)")
+    g.add_argument("--extra-sources", metavar="DIR", action="append", default=[],
+                   help="a folder whose manifest.csv lists volumes and slices from other collections (columns path, "
+                        "kind, truth, label, subject, contrast, source); volumes are cut with the app's own reader "
+                        "in all three planes and cached; may be given more than once")
+    g.add_argument("--extra-share", type=float, default=D.extra_share, metavar="SHARE",
+                   help="share of each epoch drawn from them, sources / contrasts / planes balanced (default %(default)s)")
+    g.add_argument("--extra-source-weight", metavar="SOURCE=W", action="append", default=[],
+                   help="a source's weight among them, by its manifest 'source' name (default 1 each)")
+    g.add_argument("--extra-exclude", metavar="SOURCE", action="append", default=[],
+                   help="leave out a source of the manifests (e.g. a non-commercial one)")
+    g.add_argument("--extra-held-out", type=float, default=D.extra_held_out, metavar="SHARE",
+                   help="share of each source's subjects held out whole, reported as a third validation "
+                        "(default %(default)s)")
+    g.add_argument("--extra-stride", type=int, default=D.extra_stride, metavar="N",
+                   help="every N-th slice of a volume's plane (default %(default)s)")
+    g.add_argument("--extra-min-head", type=float, default=D.extra_min_head, metavar="SECTION",
+                   help="a slice counts as inside the head from this head section, a share of the scan's largest: "
+                        "the low default keeps the vertex, skull base and neck (default %(default)s)")
+    g.add_argument("--extra-tumour-share", type=float, default=D.extra_tumour_share, metavar="SHARE",
+                   help="a slice is a tumour slice where the label covers this share of the head (default %(default)s)")
+    g.add_argument("--extra-margin", type=int, default=D.extra_margin, metavar="N",
+                   help="a slice is \"no tumour\" more than N slices from the label; between, it is skipped "
+                        "(default %(default)s)")
 
 
 def _optimisation_flags(p):
@@ -126,7 +154,12 @@ def main(argv=None):
     from brain_mri.cli import run_cli_errors
 
     command = " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else [str(a) for a in argv]))
-    sys.exit(run_cli_errors(lambda: run(TrainConfig(**vars(args), command=command))))
+    sys.exit(run_cli_errors(lambda: run(TrainConfig(**_tuples(vars(args)), command=command))))
+
+
+def _tuples(args: dict) -> dict:
+    """Repeated flags as tuples: the configuration is frozen and hashable."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
 
 
 def run(cfg: TrainConfig) -> Path:

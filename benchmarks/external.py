@@ -173,6 +173,38 @@ def table(records: list) -> str:
     return "\n".join(lines)
 
 
+def external_score(records: list) -> dict:
+    """``{"score": S, "parts": {...}}``: S (0-100) is the mean of three parts, each counting a flagged slice as a
+    miss: (a) 2-D tumour slices from another collection called a tumour; (b) the tumour-range slices of the masked
+    volumes called a tumour, pooled over their contrasts; (c) the in-head slices of each healthy volume called
+    "no tumour", averaged over the volumes (a volume rewritten as a DICOM series is not counted twice). S is None
+    when a part has no rows (``--limit`` / ``--only`` runs)."""
+    def pooled(rows, hit):
+        n = sum(r["n"] for r in rows)
+        return {"hits": sum(hit(r) for r in rows), "of": n, "share": sum(hit(r) for r in rows) / n} if n else None
+
+    images = [r for r in records if r["set"].endswith("(2-D)") and r["truth"] == "tumour"]
+    ranges = [r for r in records if r["truth"] == "tumour" and r["slices"].endswith("(tumour)")]
+    healthy = [r for r in records if r["slices"].startswith("inside the head") and "DICOM series" not in r["set"]]
+    parts = {"other_collection_called_tumour": pooled(images, lambda r: r["tumour"]),
+             "tumour_range_called_tumour": pooled(ranges, lambda r: r["tumour"]),
+             "healthy_in_head_no_tumour": {
+                 "volumes": {r["set"]: round((r["answered"] - r["tumour"]) / r["n"], 4) for r in healthy},
+                 "share": sum((r["answered"] - r["tumour"]) / r["n"] for r in healthy) / len(healthy)}
+             if healthy else None}
+    done = all(parts.values())
+    return {"score": round(100 * sum(p["share"] for p in parts.values()) / 3, 1) if done else None, "parts": parts}
+
+
+def score_line(score: dict) -> str:
+    """The score and its parts in one line."""
+    if score["score"] is None:
+        return "External score: not computed (a part has no rows; run on the whole data set)."
+    a, b, c = (p["share"] for p in score["parts"].values())
+    return (f"External score: {score['score']:.1f} = mean of other collection called a tumour {a:.1%}, tumour range "
+            f"called a tumour {b:.1%}, healthy in-head slices called \"no tumour\" {c:.1%} (flagged = miss)")
+
+
 def main(argv=None) -> list:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "model"), help="model folder or Hub id")
@@ -195,9 +227,11 @@ def main(argv=None) -> list:
     records = measure(clf, data, args.limit, args.only)
     print(f"{clf.display_name()} on {data.name}/ "
           f"({time.perf_counter() - start:.0f} s)\n\n{table(records)}")
+    score = external_score(records)
+    print(f"\n{score_line(score)}")
     given = argv if argv is not None else sys.argv[1:]  # paths by their last part: no server's folders in a card
     result = {"command": " ".join(["python benchmarks/external.py", *(Path(a).name if "/" in a else a for a in given)]),
-              "date": time.strftime("%Y-%m-%d"), "table": table(records), "rows": records}
+              "date": time.strftime("%Y-%m-%d"), "table": table(records), **score, "rows": records}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.write_card:

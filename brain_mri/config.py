@@ -94,6 +94,15 @@ class TrainConfig:
     tumour_present_weight: float = 0.5
     tumour_present_batch: int = 12  # such slices beside each batch
     tumour_present_held_out: float = 0.15  # their share held out (near-twins together) to report on
+    extra_sources: tuple = ()  # folders with a manifest.csv of other-source volumes and slices (brain_mri.sources)
+    extra_share: float = 0.3  # share of each epoch drawn from them
+    extra_source_weight: tuple = ()  # SOURCE=W: a source's weight among them (default 1 each)
+    extra_exclude: tuple = ()  # sources of the manifests left out
+    extra_held_out: float = 0.2  # share of each source's subjects held out to report on
+    extra_stride: int = 3  # every n-th slice of a volume's plane
+    extra_min_head: float = 0.05  # head section a slice must reach (share of the scan's largest)
+    extra_tumour_share: float = 0.01  # share of the head a tumour label must cover for a tumour slice
+    extra_margin: int = 5  # slices between a tumour label and a "no tumour" slice
     model: str = "resnet18"  # a timm architecture
     pretrained: str = "auto"
     image_size: int = 160
@@ -132,8 +141,30 @@ class TrainConfig:
         Raises:
             ValueError: the rule broken.
         """
+        if not 0 <= self.extra_share < 1 or not 0 <= self.extra_held_out < 1:
+            raise ValueError("--extra-share and --extra-held-out take a share in [0, 1).")
+        if self.extra_stride < 1 or self.extra_margin < 0:
+            raise ValueError("--extra-stride takes a count >= 1 and --extra-margin one >= 0.")
+        self.source_weights()  # a malformed SOURCE=W fails now
         if self.box_loss < 0:
             raise ValueError(f"--box-loss takes a weight >= 0, got {self.box_loss}.")
         if self.box_loss and (self.mixup or self.cutmix):
             raise ValueError("--box-loss cannot be combined with --mixup / --cutmix: "
                              "a mixed image has no one tumour box.")
+
+    def source_weights(self) -> dict:
+        """``--extra-source-weight SOURCE=W`` as ``{source: W}``.
+
+        Raises:
+            ValueError: an entry without ``=`` or with a weight that is not a number >= 0.
+        """
+        out = {}
+        for entry in self.extra_source_weight:
+            name, _, weight = entry.rpartition("=")
+            try:
+                out[name] = float(weight)
+            except ValueError:
+                out[name] = -1.0
+            if not name or out[name] < 0:
+                raise ValueError(f"--extra-source-weight takes SOURCE=WEIGHT (a number >= 0), got {entry!r}.")
+        return out

@@ -215,6 +215,10 @@ class DataBundle:
     skipped: list
     tumour_train: DecodedSplit | None = None  # --tumour-present: slices known only to hold a tumour
     tumour_held_out: DecodedSplit | None = None
+    extra_train: object = None  # --extra-sources: a mixing.ExtraSlices of other-source slices, split by subject
+    extra_held_out: object = None
+    extra_weights: object = None  # their sampling weights (sources, contrasts, planes balanced)
+    extra_shares: dict | None = None  # each group's share of the drawn slices
 
 
 def validation_mask(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -292,10 +296,12 @@ class ArrayDataset(torch.utils.data.Dataset):
 
 
 def make_loader(split, batch_size: int, shuffle: bool, workers: int, seed: int = 0, drop_last: bool = False,
-                transform=None):
-    """DataLoader over decoded uint8 arrays; workers slice tensors and run the per-image ``transform``."""
+                transform=None, sampler=None):
+    """DataLoader over decoded uint8 arrays (in ``sampler``'s order when one is given); workers slice tensors and
+    run the per-image ``transform``."""
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        ArrayDataset(split, transform), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+        ArrayDataset(split, transform), batch_size=batch_size, shuffle=shuffle and sampler is None, drop_last=drop_last,
+        sampler=sampler,
         num_workers=workers, persistent_workers=workers > 0, generator=g,
     )

@@ -115,6 +115,13 @@ def run_training(cfg: TrainConfig) -> Path:
     if cfg.tumour_present:  # slices known only to hold a tumour, for the partial-label loss
         add_tumour_present(bundle, cfg.tumour_present, data_config, cfg.tumour_present_held_out, cfg.seed,
                            accelerator.is_local_main_process)
+    if cfg.extra_sources:  # other-source slices, drawn beside the Kaggle ones
+        from .mixing import add_extra
+
+        add_extra(bundle, cfg, data_config, accelerator.is_local_main_process)
+        if accelerator.is_main_process:  # the weights beside the flags
+            atomic_write(out / "training_args.json", json.dumps(
+                {**asdict(cfg), "initialisation": init, "extra_source_shares": bundle.extra_shares}, indent=2))
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),
                 len(bundle.test), int(bundle.test_leak_free.sum()))
     trainer, loaders = _prepare(cfg, accelerator, model, data_config, bundle, mixup)
@@ -135,7 +142,13 @@ def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBund
     """Loaders, optimiser, schedule and weight average, prepared by accelerate."""
     # each process needs at least one full batch of its shard
     batch = max(1, min(cfg.batch_size, len(bundle.train) // accelerator.num_processes))
-    train_loader = make_loader(bundle.train, batch, True, cfg.workers, cfg.seed, True, from_preset(cfg.mri_augment))
+    train, sampler = bundle.train, None
+    if bundle.extra_train is not None:
+        from .mixing import MixedSampler, join
+
+        train = join(bundle.train, bundle.extra_train)
+        sampler = MixedSampler(len(bundle.train), bundle.extra_weights, cfg.extra_share, cfg.seed)
+    train_loader = make_loader(train, batch, True, cfg.workers, cfg.seed, True, from_preset(cfg.mri_augment), sampler)
     val_loader = make_loader(bundle.val, cfg.batch_size, False, 0)
     test_loader = make_loader(bundle.test, cfg.batch_size, False, 0)
     optimizer = make_optimizer(model, cfg)
@@ -182,6 +195,8 @@ def _guide(cfg: TrainConfig, model, bundle: DataBundle, data_config: dict):
 
     boxes = view_boxes(bundle.train.names, bundle.train.regions, data_config["input_size"][-1],
                        load_boxes(cfg.data), "Training")
+    if bundle.extra_train is not None:  # the sampler's index order: Kaggle, then the other sources
+        boxes = np.concatenate([boxes, bundle.extra_train.boxes])
     logger.info("--box-loss %.3g: %d boxed training images", cfg.box_loss, int((~np.isnan(boxes).any(1)).sum()))
     return Guide(model, boxes, cfg.box_loss)
 
@@ -258,6 +273,11 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     temperature = fit_temperature(val_logits, val_labels)
     logger.info("temperature %.4f (fitted on validation)", temperature)
     tumour = _tumour_metrics(cfg, trainer, final, bundle)
+    extra = None
+    if bundle.extra_held_out is not None:  # the third validation: held-out subjects of the other sources
+        from .mixing import extra_metrics
+
+        extra = extra_metrics(trainer, final, bundle, cfg)
     if not accelerator.is_main_process:
         return
     with staged(out) as stage:
@@ -271,6 +291,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
             "test": evaluate_logits(test_logits, test_labels, temperature, bundle.test_leak_free),
             **_run_facts(accelerator, bundle, state, init),
             **({"tumour_present": tumour} if tumour else {}),
+            **({"other_sources": extra} if extra else {}),
         }
         detector, metrics["ood"] = fit_ood(final, bundle, data_config, backbone=ood_backbone,
                                            augment=from_preset(cfg.mri_augment))

@@ -108,6 +108,10 @@ def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None, augme
     if bundle.tumour_train is not None:
         fit.append(features(bundle.tumour_train))
         labels.append(np.full(len(bundle.tumour_train), len(CLASS_NAMES)))
+    if getattr(bundle, "extra_train", None) is not None:  # each other source a group of its own
+        fit.append(features(bundle.extra_train.split))
+        sources = sorted(set(bundle.extra_train.source))
+        labels.append(len(CLASS_NAMES) + 1 + np.searchsorted(sources, bundle.extra_train.source))
     detector = fit_detector(np.concatenate(fit), np.concatenate(labels), np.concatenate(val), layers=layers,
                             backbone=backbone)
     test = features(bundle.test)

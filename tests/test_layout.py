@@ -42,7 +42,7 @@ def test_training_defaults_are_the_config_defaults():
     from brain_mri.config import TrainConfig
 
     args = vars(train.parse_args(["--data", "d", "--output-dir", "o"]))
-    assert TrainConfig(**args) == TrainConfig(data="d", output_dir="o")
+    assert TrainConfig(**train._tuples(args)) == TrainConfig(data="d", output_dir="o")
 
 
 def test_modules_and_functions_stay_small():

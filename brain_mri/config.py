@@ -75,6 +75,9 @@ MRI_AUGMENT_PRESETS = {
     "none": {},
     "mri": {"skull_strip": 0.25, "contrast": 0.5, "invert": 0.15, "gamma": 0.3, "bias": 0.3, "noise": 0.25, "blur": 0.2,
             "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},
+    # scanner artefacts and mild contrast changes only: for runs whose other sources bring real skull-stripped and
+    # other-contrast slices (--extra-sources), which the heavy presets imitate
+    "mri-light": {"contrast": 0.25, "gamma": 0.3, "bias": 0.3, "noise": 0.2, "blur": 0.2, "anisotropy": 0.1, "jpeg": 0.2},
     # half the slices of every class inverted: T1-like and T2-like become equally likely whatever the label
     "mri-balanced": {"skull_strip": 0.4, "contrast": 0.5, "invert": 0.5, "gamma": 0.3, "bias": 0.3, "noise": 0.25,
                      "blur": 0.2, "ghosting": 0.1, "motion": 0.1, "anisotropy": 0.2, "jpeg": 0.2},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ import torch
 from .config import CLASS_NAMES
 from .data import DecodedSplit, decode_split
 from .localise import box_in_view
-from .sources import SliceRules, cut_sources
+from .sources import SliceRules, cut_sources, source_facts
 
 logger = logging.getLogger(__name__)
 NO_TUMOUR = CLASS_NAMES.index("notumor")
@@ -65,9 +66,22 @@ def load_extra(folders, rules: SliceRules, data_config: dict, exclude: tuple = (
         if r["x0"] != "":
             box = [float(r[k]) for k in ("x0", "y0", "x1", "y1")]
             boxes[i] = box_in_view((*box, 0, 0), split.regions[i], size)
-    return ExtraSlices(split, np.array([r["source"] for r in kept]), np.array([r["subject"] for r in kept]),
+    return ExtraSlices(split, np.array([r["source"] for r in kept]), _subjects(kept, split),
                        np.array(["/".join((r["source"], r["label"], r["contrast"], r["plane"] or "2-D"))
                                  for r in kept]), boxes), skipped
+
+
+def _subjects(rows: list, split: DecodedSplit) -> np.ndarray:
+    """Each slice's subject; a slice the manifest names none for is grouped with its near-copies (re-encoded or
+    resized, :func:`~brain_mri.dedup.duplicate_groups`), so that no copy straddles the held-out split."""
+    from .dedup import duplicate_groups
+
+    out = np.array([r["subject"] for r in rows], dtype=object)
+    none = np.nonzero(out == "")[0]
+    if len(none):
+        _, near = duplicate_groups([split.md5[i] for i in none], split.thumbs[none])
+        out[none] = [f"{rows[i]['source']}/near-{g}" for i, g in zip(none, near)]
+    return out.astype(str)
 
 
 def split_subjects(extra: ExtraSlices, held_out: float, seed: int) -> tuple[ExtraSlices, ExtraSlices]:
@@ -165,15 +179,25 @@ def held_out_metrics(logits: np.ndarray, extra: ExtraSlices) -> dict:
 
 
 def extra_metrics(trainer, model, bundle, cfg) -> dict:
-    """The third validation: :func:`held_out_metrics` of ``model`` on the held-out subjects, with the draw's
-    shares and sizes."""
+    """The third validation: :func:`held_out_metrics` of ``model`` on the held-out subjects, with the sources'
+    licences, sizes and shares of the draw."""
     from .data import make_loader
     from .evaluate import predict_logits
 
+    train, held = bundle.extra_train, bundle.extra_held_out
     logits = np.zeros((0, len(CLASS_NAMES)))
-    if len(bundle.extra_held_out):
-        held = trainer.accelerator.prepare(make_loader(bundle.extra_held_out.split, cfg.batch_size, False, 0))
-        logits, _ = predict_logits(trainer.accelerator, model, held, trainer.normalize)
-    return {"folders": [str(f) for f in cfg.extra_sources], "share": cfg.extra_share, "excluded": list(cfg.extra_exclude),
-            "train": len(bundle.extra_train), "held_out": len(bundle.extra_held_out),
-            "group_shares": bundle.extra_shares, "held_out_metrics": held_out_metrics(logits, bundle.extra_held_out)}
+    if len(held):
+        loader = trainer.accelerator.prepare(make_loader(held.split, cfg.batch_size, False, 0))
+        logits, _ = predict_logits(trainer.accelerator, model, loader, trainer.normalize)
+    sources = {}
+    for s, facts in source_facts(cfg.extra_sources, tuple(cfg.extra_exclude)).items():
+        sizes = {f"{name}_{what}": n for name, part in (("train", train), ("held_out", held))
+                 for what, n in (("slices", int((part.source == s).sum())),
+                                 ("subjects", len(set(part.subject[part.source == s]))))}
+        sources[s] = {**facts, **sizes}
+    return {"folders": [Path(f).name for f in cfg.extra_sources], "share": cfg.extra_share,
+            "excluded": list(cfg.extra_exclude),
+            "rules": {k: getattr(cfg, f"extra_{k}") for k in ("stride", "min_head", "tumour_share", "margin")},
+            "train": len(train), "held_out": len(held), "sources": sources,
+            "non_commercial": any("NC" in f["licence"].split("-") for f in sources.values()),
+            "group_shares": bundle.extra_shares, "held_out_metrics": held_out_metrics(logits, held)}

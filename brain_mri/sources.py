@@ -70,8 +70,20 @@ def read_manifest(folder) -> list[dict]:
                 row[key] = str(root / row[key])
                 if not Path(row[key]).is_file():
                     raise SourceError(f"{where}: no such file {Path(row[key]).name}.")
-        row["subject"] = row["subject"] or Path(row["path"]).name  # a slice with no subject is its own
+        row["subject"] = row["subject"] or ""  # none: the slice's near-copies make its group (mixing.load_extra)
     return rows
+
+
+def source_facts(folders, exclude: tuple = ()) -> dict:
+    """``{source: {"licence", "skull", "contrasts"}}`` of the manifests, for the model card."""
+    facts = {}
+    for folder in folders:
+        for r in read_manifest(folder):
+            if r["source"] not in exclude:
+                f = facts.setdefault(r["source"], {"licence": r.get("licence", ""), "skull": set(), "contrasts": set()})
+                f["skull"].add(r.get("skull", "")), f["contrasts"].add(r["contrast"])
+    return {s: {**f, "skull": "/".join(sorted(f["skull"])), "contrasts": "/".join(sorted(f["contrasts"]))}
+            for s, f in facts.items()}
 
 
 def healthy_slices(volume: Volume, rules: SliceRules):

@@ -35,8 +35,8 @@ def sources(tmp_path_factory):
     Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(root / "flat.png")
     rows = [("healthy.nii.gz", "volume", "notumor", "", "h1", "T1", "on", "Healthy set", "CC BY"),
             ("healthy2.nii.gz", "volume", "notumor", "", "h2", "T1", "on", "Healthy set", "CC BY"),
-            ("tumour.nii.gz", "volume", "glioma", "tumour_label.nii.gz", "g1", "T1c", "off", "Glioma set", "CC BY"),
-            ("tumour.nii.gz", "volume", "glioma", "tumour_label.nii.gz", "g2", "FLAIR", "off", "Glioma set", "CC BY"),
+            ("tumour.nii.gz", "volume", "glioma", "tumour_label.nii.gz", "g1", "T1c", "off", "Glioma set", "CC BY-NC-SA 3.0"),
+            ("tumour.nii.gz", "volume", "glioma", "tumour_label.nii.gz", "g2", "FLAIR", "off", "Glioma set", "CC BY-NC-SA 3.0"),
             ("flat.png", "slice", "notumor", "", "", "T1", "off", "Slice set", "CC BY")]
     with (root / "manifest.csv").open("w", newline="") as f:
         csv.writer(f).writerows([FIELDS, *rows])
@@ -199,5 +199,8 @@ def test_a_run_with_other_sources_draws_them_reports_held_out_subjects_and_fits_
     assert args["extra_source_shares"] == extra["group_shares"] and args["extra_source_weight"] == ["Glioma set=2"]
     glioma = sum(v for k, v in extra["group_shares"].items() if k.startswith("Glioma set"))
     assert glioma == pytest.approx(2 / 4, abs=1e-3)  # weight 2 against 1 + 1
+    card = (out / "README.md").read_text()
+    assert "### Other sources" in card and "| Glioma set | CC BY-NC-SA 3.0 | off | FLAIR/T1c |" in card
+    assert extra["non_commercial"] and "Non-commercial use only" in card
     # the gate's fit holds the other-source training slices as groups of their own
     assert metrics["ood"]["fitted_on"] >= metrics["split_sizes"]["train"] + extra["train"]

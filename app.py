@@ -18,12 +18,12 @@ import gradio as gr
 from gradio import FileData
 
 from brain_mri import DISCLAIMER, BrainMRIClassifier
-from brain_mri.answers import ENCODERS, new_output_folder, save_png, uploaded_files
-from brain_mri.captions import slice_caption
 from brain_mri.config import DICOM_EXTENSIONS, DISPLAY_NAMES
-from brain_mri.examples import example_cards, example_files, example_inputs, example_name
-from brain_mri.page import METHODS, facts_markdown, limits_markdown, scan_html, summary_html
-from brain_mri.volumes import PLANES, VOLUME_SUFFIXES, is_volume, read_volume
+from brain_mri.io.volumes import PLANES, VOLUME_SUFFIXES, is_volume, read_volume
+from brain_mri.serving.answers import ENCODERS, new_output_folder, save_png, uploaded_files
+from brain_mri.serving.captions import slice_caption
+from brain_mri.serving.examples import example_cards, example_files, example_inputs, example_name
+from brain_mri.serving.page import METHODS, facts_markdown, limits_markdown, scan_html, summary_html
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
@@ -154,7 +154,7 @@ def analyse_slice(clf: BrainMRIClassifier, image, dicom, method: str, target: st
     if e.warning:
         gr.Warning(e.warning)
     notes = ["Both a DICOM file and an image were given: the DICOM file was analysed."] if dicom and image else []
-    from brain_mri.report import write_report
+    from brain_mri.serving.report import write_report
 
     folder, stem = new_output_folder(), Path(file_name).stem
     report = folder / f"{stem}_report.png"
@@ -173,8 +173,8 @@ def analyse_scan(clf: BrainMRIClassifier, path, method: str, plane: str, opacity
                  target: str = "predicted"):
     """A whole scan (see :func:`analyse`): yields the scores, the plot and the top slices first, then the same
     with the top slices' heatmaps and the report."""
-    from brain_mri.report import probability_plot, write_volume_report
-    from brain_mri.scans import top_slices
+    from brain_mri.serving.report import probability_plot, write_volume_report
+    from brain_mri.serving.scans import top_slices
 
     volume = failing_politely(file_name, read_volume, path)
     volume.name = file_name  # the upload's own name, not the server's copy
@@ -268,10 +268,10 @@ def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: tu
 
 
 def scan_json(clf: BrainMRIClassifier, files: list, plane: str) -> dict:
-    """The ``predict_volume`` endpoint's answer (:meth:`~brain_mri.scans.VolumeAssessment.to_dict`, the model)."""
+    """The ``predict_volume`` endpoint's answer (:meth:`~brain_mri.serving.scans.VolumeAssessment.to_dict`, the model)."""
     from gradio.utils import get_upload_folder
 
-    from brain_mri.scans import top_slices
+    from brain_mri.serving.scans import top_slices
 
     paths, name = failing_politely("the upload", uploaded_files, files, Path(get_upload_folder()))
     volume = failing_politely(name, read_volume, paths if len(paths) > 1 else paths[0])

@@ -73,7 +73,7 @@ def _data_and_model_flags(p):
 
 
 def _extra_source_flags(p):
-    g = p.add_argument_group("other sources (brain_mri/sources.py)")
+    g = p.add_argument_group("other sources (brain_mri/training/sources.py)")
     g.add_argument("--extra-sources", metavar="DIR", action="append", default=[],
                    help="a folder whose manifest.csv lists volumes and slices from other collections (columns path, "
                         "kind, truth, label, subject, contrast, source); volumes are cut with the app's own reader "
@@ -119,7 +119,7 @@ def _optimisation_flags(p):
     g.add_argument("--mri-augment", choices=tuple(PRESETS), default=D.mri_augment,
                    help="per-image MRI augmentations that break the source, contrast and skull shortcuts: contrast "
                         "remaps, inversion inside the head, skull stripping, TorchIO scanner artefacts, JPEG "
-                        "(presets: brain_mri/mri_augment.py; mri-balanced inverts half of every class; default %(default)s)")
+                        "(presets: brain_mri/training/mri_augment.py; mri-balanced inverts half of every class; default %(default)s)")
     g.add_argument("--patience", type=int, default=D.patience,
                    help="early stop after this many epochs without a better validation macro-F1 (default %(default)s)")
     g.add_argument("--model-ema", type=float, default=D.model_ema, metavar="DECAY",
@@ -169,7 +169,7 @@ def run(cfg: TrainConfig) -> Path:
         from brain_mri.hub import check_repo_id
 
         check_repo_id(cfg.push_to_hub)
-    from brain_mri.engine import run_training
+    from brain_mri.training.engine import run_training
 
     return run_training(cfg)
 

@@ -33,7 +33,7 @@ SHORT = {"glioma": "G", "meningioma": "M", "pituitary": "P", "notumor": "N"}
 
 
 def tumour_slices(mask) -> list[int]:
-    """Axial slices (RAS+, as :mod:`brain_mri.volumes` counts them) holding a tumour voxel of ``mask``."""
+    """Axial slices (RAS+, as :mod:`brain_mri.io.volumes` counts them) holding a tumour voxel of ``mask``."""
     import nibabel as nib
     import numpy as np
 
@@ -96,7 +96,7 @@ def peer_rows(files: list) -> list | None:
 def volume_rows(clf, volume) -> tuple[list, int | None]:
     """Per axial slice ``predicted`` (None when flagged) and ``section`` (its head section, a share of the largest),
     and the top slice (None when no slice is answered)."""
-    from brain_mri.scans import top_slices
+    from brain_mri.serving.scans import top_slices
 
     a = clf.assess_volume(volume, top=0)
     top = top_slices(a.slices, 1)
@@ -106,7 +106,7 @@ def volume_rows(clf, volume) -> tuple[list, int | None]:
 
 def volume_records(clf, scan: Path, truth: str, inside, name: str | None = None) -> list:
     """Table rows for one volume: its tumour range and the rest, or all its slices."""
-    from brain_mri.volumes import read_volume
+    from brain_mri.io.volumes import read_volume
 
     volume = read_volume(scan)
     rows, top = volume_rows(clf, volume)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from brain_mri import BrainMRIClassifier, configure_threads
-from brain_mri.images import to_pil_rgb
+from brain_mri.io.images import to_pil_rgb
 
 
 def sample_images(folder, n: int) -> list:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from brain_mri.evaluate import cam_grid, cam_rows, localisation_table, run_bundle, view_batch
-from brain_mri.faithfulness import randomisation_correlation, randomised_copy, road_scores
-from brain_mri.localise import load_boxes, summarise
+from brain_mri.evaluation.evaluate import cam_grid, cam_rows, localisation_table, run_bundle, view_batch
+from brain_mri.evaluation.faithfulness import randomisation_correlation, randomised_copy, road_scores
+from brain_mri.evaluation.localise import load_boxes, summarise
 
 
 def boxed_batch(split, boxes, folder, data_config, n):

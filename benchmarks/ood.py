@@ -190,7 +190,7 @@ def unlike_training(testing: list, n: int = 20):
         return
     from scipy import ndimage
 
-    from brain_mri.localise import head_mask
+    from brain_mri.evaluation.localise import head_mask
 
     for name, path in testing[:: 10][:n]:
         grey = np.asarray(Image.open(path).convert("L"))
@@ -203,8 +203,8 @@ def unlike_training(testing: list, n: int = 20):
 def flag_rate(clf, named):
     """(n, flagged, refused, unflagged names, predicted classes of the unflagged, flagged by a DICOM header alone):
     ``named`` yields (name, image or path)."""
-    from brain_mri.images import to_pil_rgb
-    from brain_mri.quality import header_warning
+    from brain_mri.io.images import to_pil_rgb
+    from brain_mri.serving.quality import header_warning
 
     n = flagged = by_header = 0
     refused, missed, answers = [], [], []
@@ -227,7 +227,7 @@ def flag_rate(clf, named):
 def leak_free_testing(data: str, data_config: dict):
     """(file name, path) of the leak-free Testing slices (the duplicate audit decodes them in the model's view)."""
 
-    from brain_mri.data import prepare_data
+    from brain_mri.training.data import prepare_data
 
     bundle = prepare_data(data, data_config, with_val=False, drop_leaks=False, train_views=False, progress=False)
     for name, free in zip(bundle.test.names, bundle.test_leak_free):

@@ -4,7 +4,7 @@ vertex and the skull base, binned by each axial slice's head section as a share 
 
     python benchmarks/scan_ends.py [--model model] [--data ../shared/data/external]
 
-A slice's head section is :meth:`brain_mri.volumes.Volume.sections` (the area above 20/255 of the scan's window,
+A slice's head section is :meth:`brain_mri.io.volumes.Volume.sections` (the area above 20/255 of the scan's window,
 holes filled), the measure behind the whole-scan summary's "near an end of the head". Tumour ranges come from a ``*mask*`` NIfTI beside a volume, as in
 ``benchmarks/external.py``; the table says how small a tumour slice's section gets, so a rule that leaves out
 small sections can be checked against the tumours it would hide.
@@ -21,7 +21,7 @@ BINS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.01)
 
 
 def rows_for(clf, name: str, volume, inside) -> list:
-    from brain_mri.scans import top_slices
+    from brain_mri.serving.scans import top_slices
 
     a = clf.assess_volume(volume, top=0)
     share, top = volume.sections(), top_slices(a.slices, 4)
@@ -45,7 +45,7 @@ def main(argv=None):
     p.add_argument("--data", default=str(DEFAULT_DATA))
     args = p.parse_args(argv)
     from brain_mri import BrainMRIClassifier, configure_threads
-    from brain_mri.volumes import read_volume
+    from brain_mri.io.volumes import read_volume
 
     configure_threads()
     clf = BrainMRIClassifier.from_pretrained(args.model)

@@ -17,11 +17,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from brain_mri.data import DecodedSplit, make_loader, prepare_data
-from brain_mri.engine import fast_bf16, resolve_mixed_precision
-from brain_mri.trainer import Trainer
 from brain_mri.model import create_model, model_data_config
-from brain_mri.mri_augment import PRESETS, from_preset
+from brain_mri.training.data import DecodedSplit, make_loader, prepare_data
+from brain_mri.training.engine import fast_bf16, resolve_mixed_precision
+from brain_mri.training.mri_augment import PRESETS, from_preset
+from brain_mri.training.trainer import Trainer
 from brain_mri.transforms import BatchAugment, Normalize
 
 

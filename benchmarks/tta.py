@@ -14,8 +14,8 @@ import statistics
 import numpy as np
 import torch
 
-from brain_mri.evaluate import run_bundle, split_logits
-from brain_mri.metrics import softmax
+from brain_mri.evaluation.evaluate import run_bundle, split_logits
+from brain_mri.evaluation.metrics import softmax
 from latency import timings  # beside this script
 
 

@@ -56,7 +56,7 @@ def main():
 
     import app
     from brain_mri import BrainMRIClassifier, configure_threads
-    from brain_mri.volumes import read_volume
+    from brain_mri.io.volumes import read_volume
 
     threads = configure_threads()
     clf = BrainMRIClassifier.from_pretrained(args.model)

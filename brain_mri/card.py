@@ -23,7 +23,7 @@ def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: di
         hardware: one line on the processes, device, CPU and precision it trained on.
         train_seconds: time spent in training epochs (with validation).
     """
-    from .mri_augment import PRESETS  # training code: only training renders a new card
+    from .config import MRI_AUGMENT_PRESETS as PRESETS  # not training code: serving imports card
 
     data = str(cfg.data)
     is_local = Path(data).is_dir()

@@ -80,26 +80,26 @@ def _parser() -> argparse.ArgumentParser:
 def _scan_options(parser) -> None:
     parser.add_argument("--series", action="append", default=[], metavar="DIR",
                         help="a folder holding one DICOM series, read as one scan (repeatable)")
-    from .volumes import PLANES
+    from .io.volumes import PLANES
 
     parser.add_argument("--plane", default="axial", choices=PLANES,
                         help="the plane a scan is cut in (default %(default)s)")
 
 
 def evaluate_cmd(args):
-    from .evaluate import evaluate_model, format_table
+    from .evaluation.evaluate import evaluate_model, format_table
 
     print(format_table(evaluate_model(args.model, args.data, args.batch_size, args.output, args.csv)))
 
 
 def _model_and_files(args):
     """The model of ``--model`` and the image files of ``PATH...``; no file at all is an error."""
-    from .batch import find_images
+    from .serving.batch import find_images
 
     files = find_images(args.paths, args.series)
     if not files:  # said before torch loads
         raise ValueError(f"No image, DICOM or scan files in {', '.join(args.paths) or 'no path'}.")
-    from .inference import BrainMRIClassifier, configure_threads
+    from .serving.inference import BrainMRIClassifier, configure_threads
 
     configure_threads()
     return BrainMRIClassifier.from_pretrained(args.model), files
@@ -113,7 +113,7 @@ def _report_skipped(skipped) -> None:
 def predict_cmd(args) -> int:
     from dataclasses import asdict
 
-    from .batch import predict_files, write_csv, write_json
+    from .serving.batch import predict_files, write_csv, write_json
 
     clf, files = _model_and_files(args)
     predictions, skipped = predict_files(clf, files, progress=sys.stderr.isatty(), plane=args.plane)
@@ -132,7 +132,7 @@ def predict_cmd(args) -> int:
 
 
 def gallery_cmd(args) -> int:
-    from .gallery import write_gallery
+    from .serving.gallery import write_gallery
     from .hub import check_repo_id
 
     if args.push_to_hub:
@@ -162,8 +162,8 @@ def space_cmd(args):
 
 
 def fit_ood_cmd(args):
-    from .evaluate import fit_ood_folder
-    from .ood import ImageNetStage
+    from .evaluation.evaluate import fit_ood_folder
+    from .serving.ood import ImageNetStage
 
     backbone = ImageNetStage.from_spec(args.imagenet) if args.imagenet else None
     rates = fit_ood_folder(args.model, args.data, parse_layers(args.layers), backbone, args.mri_augment,
@@ -173,7 +173,7 @@ def fit_ood_cmd(args):
 
 
 def parse_layers(text: str) -> tuple:
-    """``"head,blocks.4"`` -> ``("", "blocks.4")``: the head's input is ``""`` (:data:`~brain_mri.ood.HEAD_INPUT`)."""
+    """``"head,blocks.4"`` -> ``("", "blocks.4")``: the head's input is ``""`` (:data:`~brain_mri.serving.ood.HEAD_INPUT`)."""
     names = [name.strip() for name in text.split(",")] if text.strip() else ["head"]
     return tuple("" if name in ("", "head") else name for name in names)
 

@@ -70,7 +70,7 @@ OUTSIDE_KAGGLE = ("Tumours on T2-weighted and skull-stripped images, and on scan
 OWN_CONFIG_KEYS = ("head_crop", "cam_layer")
 
 
-#: Probability of each MRI augmentation step per image (:mod:`~brain_mri.mri_augment`); ``--mri-augment`` names a preset.
+#: Probability of each MRI augmentation step per image (:mod:`~brain_mri.training.mri_augment`); ``--mri-augment`` names a preset.
 MRI_AUGMENT_PRESETS = {
     "none": {},
     "mri": {"skull_strip": 0.25, "contrast": 0.5, "invert": 0.15, "gamma": 0.3, "bias": 0.3, "noise": 0.25, "blur": 0.2,
@@ -97,7 +97,7 @@ class TrainConfig:
     tumour_present_weight: float = 0.5
     tumour_present_batch: int = 12  # such slices beside each batch
     tumour_present_held_out: float = 0.15  # their share held out (near-twins together) to report on
-    extra_sources: tuple = ()  # folders with a manifest.csv of other-source volumes and slices (brain_mri.sources)
+    extra_sources: tuple = ()  # folders with a manifest.csv of other-source volumes and slices (brain_mri.training.sources)
     extra_share: float = 0.3  # share of each epoch drawn from them
     extra_source_weight: tuple = ()  # SOURCE=W: a source's weight among them (default 1 each)
     extra_exclude: tuple = ()  # sources of the manifests left out
@@ -123,7 +123,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     mixup: float = 0.0
     cutmix: float = 0.0
-    mri_augment: str = "none"  # a preset of brain_mri.mri_augment.PRESETS: contrast, scanner and skull augmentations
+    mri_augment: str = "none"  # a preset of brain_mri.training.mri_augment.PRESETS: contrast, scanner and skull augmentations
     patience: int = 6
     model_ema: float = 0.0
     box_loss: float = 0.0

@@ -114,7 +114,7 @@ def model_data_config(model: torch.nn.Module, image_size: int | None = None, hea
     if head_crop:
         config["head_crop"] = dict(HEAD_CROP)
     if cam_layer:
-        from .explain import cam_layers
+        from .serving.explain import cam_layers
 
         cam_layers(model, cam_layer)  # a name that does not resolve fails now, not after training
         config["cam_layer"] = cam_layer

@@ -236,8 +236,9 @@ def test_app_uses_only_the_public_api():
     tree = ast.parse((app.HERE / "app.py").read_text())
     used = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module.startswith("brain_mri")}
     used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("brain_mri")}
-    assert used == {"brain_mri", "brain_mri.answers", "brain_mri.captions", "brain_mri.config", "brain_mri.examples",
-                    "brain_mri.page", "brain_mri.report", "brain_mri.scans", "brain_mri.volumes"}
+    assert used == {"brain_mri", "brain_mri.config", "brain_mri.io.volumes", "brain_mri.serving.answers",
+                    "brain_mri.serving.captions", "brain_mri.serving.examples", "brain_mri.serving.page",
+                    "brain_mri.serving.report", "brain_mri.serving.scans"}
 
 
 def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):

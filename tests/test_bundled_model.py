@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from brain_mri.evaluate import evaluate_model
+from brain_mri.evaluation.evaluate import evaluate_model
 from conftest import BUNDLED_MODEL, SHARED_DATA, requires_bundled_model, requires_shared_data
 
 pytestmark = [requires_shared_data, requires_bundled_model]

@@ -1,5 +1,5 @@
 """The ✔ / ✘ verdict and the one-line caption, as the app, its Gallery tab and ``brain-mri gallery`` say them."""
-from brain_mri.captions import caption, verdict
+from brain_mri.serving.captions import caption, verdict
 
 P = {"glioma": 0.9, "meningioma": 0.05, "notumor": 0.03, "pituitary": 0.02}
 

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from brain_mri.config import CLASS_NAMES
-from brain_mri.data import DataError, check_kaggle_layout, prepare_data, standardise
-from brain_mri.dedup import duplicate_groups, thumbnail
+from brain_mri.training.data import DataError, check_kaggle_layout, prepare_data, standardise
+from brain_mri.training.dedup import duplicate_groups, thumbnail
 from conftest import make_tiny_dataset
 
 CFG = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5,) * 3, "std": (0.5,) * 3,

@@ -9,8 +9,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from volume_files import dicom_slice, example_slices, transcode
 
-from brain_mri.images import read_dicom
-from brain_mri.volumes import read_volume
+from brain_mri.io.images import read_dicom
+from brain_mri.io.volumes import read_volume
 
 LOSSLESS = ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"]
 LOSSY_16BIT = ["JPEGLSNearLossless", "JPEG2000"]

@@ -9,8 +9,8 @@ from PIL import Image
 
 from brain_mri import BrainMRIClassifier
 from brain_mri.config import CAM_METHODS, CLASS_NAMES
-from brain_mri.explain import UnsupportedArchitecture, target_layer_for
 from brain_mri.model import model_data_config
+from brain_mri.serving.explain import UnsupportedArchitecture, target_layer_for
 from conftest import BUNDLED_MODEL, requires_bundled_model
 
 
@@ -97,7 +97,7 @@ def test_the_forward_pass_grad_cam_equals_pytorch_grad_cams(arch):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from brain_mri.explain import compute_cam, pooled_layer
+    from brain_mri.serving.explain import compute_cam, pooled_layer
 
     torch.manual_seed(0)
     model = timm.create_model(arch, num_classes=4).eval()
@@ -121,7 +121,7 @@ def test_the_forward_pass_grad_cam_equals_pytorch_grad_cams(arch):
 
 
 def test_no_shortcut_where_the_head_is_not_a_pooled_linear_layer():
-    from brain_mri.explain import pooled_layer
+    from brain_mri.serving.explain import pooled_layer
 
     assert pooled_layer(timm.create_model("test_convnext", num_classes=4)) is None  # norm after pooling
     assert pooled_layer(timm.create_model("mobilenetv3_small_050", num_classes=4)) is None  # conv after pooling
@@ -223,7 +223,7 @@ def test_view_region_is_what_the_eval_transform_shows(mode, region):
 
 
 def test_heatmap_goes_back_where_the_view_came_from():
-    from brain_mri.explain import heatmap_on_image
+    from brain_mri.serving.explain import heatmap_on_image
 
     heatmap = np.zeros((10, 10), np.float32)
     heatmap[2, 7] = 1.0  # view cell (row 2, column 7)
@@ -265,7 +265,7 @@ def test_explanations_with_the_head_crop_stay_on_the_head():
 def test_cam_depends_on_learned_weights(sample_image):
     """Adebayo et al.'s sanity check: randomising the last stage of the trained model changes the map."""
     clf = BrainMRIClassifier.from_pretrained(BUNDLED_MODEL)
-    from brain_mri.faithfulness import randomised_copy
+    from brain_mri.evaluation.faithfulness import randomised_copy
 
     before = clf.explain(sample_image).heatmap
     after = BrainMRIClassifier(randomised_copy(clf.model), clf.data_config).explain(sample_image).heatmap

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from fuzz import classify, dicom_bytes, mutated_files, seed_files  # noqa: E402
 
-from brain_mri.images import to_pil_rgb  # noqa: E402
+from brain_mri.io.images import to_pil_rgb  # noqa: E402
 
 SEEDS = seed_files()
 FOLDER = Path(tempfile.mkdtemp(prefix="brain-mri-fuzz-test-"))
@@ -31,7 +31,7 @@ def test_the_reader_gives_an_image_or_one_clear_message(case):
 @settings(FAST, max_examples=150)
 @given(mutated_files([s for s in SEEDS if s[0] in (".nii", ".nii.gz", ".zip", ".dcm")]))
 def test_the_scan_reader_gives_a_volume_or_one_clear_message(case):
-    from brain_mri.volumes import read_volume
+    from brain_mri.io.volumes import read_volume
 
     outcome, seconds, message = classify(read_volume, FOLDER, *case)
     assert outcome in ("result", "message"), (outcome, message)
@@ -82,7 +82,7 @@ def test_dicom_with_huge_declared_size_is_refused_before_decoding(monkeypatch):
     path.write_bytes(dicom_bytes(16, 16, frames=4))
     with pytest.raises(ValueError, match="holds 4 frames: it is a whole scan"):
         to_pil_rgb(path)
-    from brain_mri.volumes import read_volume
+    from brain_mri.io.volumes import read_volume
 
     path.write_bytes(dicom_bytes(5000, 5000, frames=3000, pixels=b"\0" * 64))  # as a scan: too many voxels
     with pytest.raises(ValueError, match="huge.dcm declares 5000 x 5000 x 3000 voxels"):

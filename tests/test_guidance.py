@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from brain_mri.guidance import evidence_outside, guide_masks, view_boxes
+from brain_mri.training.guidance import evidence_outside, guide_masks, view_boxes
 from brain_mri.transforms import BatchAugment
 from conftest import TINY_ARGS, run_train
 
@@ -23,7 +23,7 @@ def test_masks_box_head_and_unguided():
     masks, weights = guide_masks(images, torch.tensor([0, 2, 1]), boxes)  # glioma boxed, no tumour, meningioma unboxed
     assert weights.tolist() == [1.0, 1.0, 0.0]
     assert masks[0, 0].sum() == 3 * 2 and masks[0, 0, 1:3, 1:4].all()
-    from brain_mri.localise import head_mask
+    from brain_mri.evaluation.localise import head_mask
 
     assert torch.equal(masks[1, 0].bool(), torch.from_numpy(head_mask(images[1].permute(1, 2, 0).numpy())))
     assert not masks[2].any()

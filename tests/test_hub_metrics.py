@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brain_mri.evaluation.metrics import expected_calibration_error, fit_temperature, softmax, wilson_interval
 from brain_mri.hub import HubError, hub_unreachable_reason, push_to_hub
-from brain_mri.metrics import expected_calibration_error, fit_temperature, softmax, wilson_interval
 from brain_mri.model import PretrainedUnavailable, create_model, fold_temperature
 from conftest import TINY_ARGS, run_cli, run_train
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brain_mri.images import to_pil_rgb
+from brain_mri.io.images import to_pil_rgb
 
 
 @pytest.mark.parametrize("make", [

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from brain_mri.localise import box_energy_ratio, head_energy_share, load_boxes, pointing_hit, summarise
+from brain_mri.evaluation.localise import box_energy_ratio, head_energy_share, load_boxes, pointing_hit, summarise
 
 BOX = (100.0, 80.0, 140.0, 120.0, 224.0, 224.0)  # x0, y0, x1, y1 in a 224 x 224 image
 
@@ -71,7 +71,7 @@ def test_evaluate_reports_localisation_on_the_testing_boxes(evaluated):
 
 
 def test_cam_grid_gives_each_boxed_class_an_even_share():
-    from brain_mri.evaluate import grid_picks
+    from brain_mri.evaluation.evaluate import grid_picks
 
     names = [f"glioma/g{i}.jpg" for i in range(10)] + [f"meningioma/m{i}.jpg" for i in range(3)] + ["notumor/n.jpg"]
     labels = [0] * 10 + [1] * 3 + [2]

@@ -1,11 +1,11 @@
-"""MRI augmentations (brain_mri/mri_augment.py) on real example slices: each step does what it says, the
+"""MRI augmentations (brain_mri/training/mri_augment.py) on real example slices: each step does what it says, the
 whole keeps a grey uint8 slice of the same size, and a seed gives the same result."""
 import numpy as np
 import pytest
 import torch
 from volume_files import example_slices
 
-from brain_mri.mri_augment import PRESETS, MRIAugment, from_preset, head_mask, invert_inside, jpeg, remap, strip_skull
+from brain_mri.training.mri_augment import PRESETS, MRIAugment, from_preset, head_mask, invert_inside, jpeg, remap, strip_skull
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def test_training_with_the_preset_records_it(tiny_data, tmp_path):
 
 
 def test_an_augmented_copy_is_seeded_and_leaves_the_split_and_the_random_state_alone(tiny_data):
-    from brain_mri.data import prepare_data
-    from brain_mri.mri_augment import augmented_copy
+    from brain_mri.training.data import prepare_data
+    from brain_mri.training.mri_augment import augmented_copy
 
     split = prepare_data(tiny_data[0], {"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.5,) * 3},
                          progress=False).val

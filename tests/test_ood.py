@@ -10,7 +10,7 @@ import torch
 
 from brain_mri import BrainMRIClassifier
 from conftest import run_cli
-from brain_mri.ood import OOD_FILE, OOD_WARNING, FeatureTap, OODDetector, fit_detector
+from brain_mri.serving.ood import OOD_FILE, OOD_WARNING, FeatureTap, OODDetector, fit_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def test_bundled_model_flags_a_ct_slice(bundled):
     """By its header (Modality CT) first; with the header taken away, by its pixels."""
     from pydicom.data import get_testdata_file
 
-    from brain_mri.images import DICOM_INFO, to_pil_rgb
+    from brain_mri.io.images import DICOM_INFO, to_pil_rgb
 
     path = get_testdata_file("CT_small.dcm")
     assert "modality CT" in bundled.assess([path])[0]["warning"]
@@ -200,7 +200,7 @@ def test_the_issue_cases_are_flagged(bundled):
 def test_colour_noise_is_called_colour_not_blank():
     from PIL import Image
 
-    from brain_mri.quality import mri_warning
+    from brain_mri.serving.quality import mri_warning
 
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
     warning = mri_warning(noise)
@@ -216,7 +216,7 @@ def test_a_dicom_header_that_names_another_modality_or_body_part_is_believed(bun
     or a secondary capture (OT), is judged by the image."""
     import pydicom
 
-    from brain_mri.images import to_pil_rgb
+    from brain_mri.io.images import to_pil_rgb
 
     ds = pydicom.dcmread("examples/meningioma_coronal.dcm")
     for tag, value in tags.items():
@@ -232,8 +232,8 @@ def test_a_dicom_header_that_names_another_modality_or_body_part_is_believed(bun
 @pytest.mark.parametrize("part", ["HEAD", "BRAIN", "HEADNECK", "SELLA", "ORBIT", "IAC", "NECK", "KOPF", "",
                                   "BRAIN_CSPINE", "HIPPOCAMPUS"])
 def test_a_header_that_names_the_head_or_nothing_known_leaves_the_judgement_to_the_image(part):
-    from brain_mri.images import DICOM_INFO
-    from brain_mri.quality import header_warning
+    from brain_mri.io.images import DICOM_INFO
+    from brain_mri.serving.quality import header_warning
 
     assert header_warning({DICOM_INFO: {"modality": "MR", "body_part": part}}) is None
 
@@ -242,8 +242,8 @@ def test_a_header_that_names_the_head_or_nothing_known_leaves_the_judgement_to_t
 def test_a_header_that_names_another_body_part_is_believed_and_a_png_text_chunk_is_not(part):
     from PIL import Image, PngImagePlugin
 
-    from brain_mri.images import DICOM_INFO, to_pil_rgb
-    from brain_mri.quality import header_warning
+    from brain_mri.io.images import DICOM_INFO, to_pil_rgb
+    from brain_mri.serving.quality import header_warning
 
     assert "not the head" in header_warning({DICOM_INFO: {"modality": "MR", "body_part": part}})
     text = PngImagePlugin.PngInfo()

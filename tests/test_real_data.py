@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from brain_mri.config import CLASS_NAMES
-from brain_mri.data import prepare_data
+from brain_mri.training.data import prepare_data
 from conftest import SHARED_DATA, requires_shared_data
 
 pytestmark = requires_shared_data

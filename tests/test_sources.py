@@ -45,13 +45,13 @@ def sources(tmp_path_factory):
 
 def _layout_check(volume_file):
     """write_nifti stores slices (Z, Y, X); the reader returns RAS+ (X, Y, Z)."""
-    from brain_mri.volumes import read_volume
+    from brain_mri.io.volumes import read_volume
 
     return read_volume(volume_file).data.shape
 
 
 def test_volumes_become_labelled_slices_in_three_planes(sources, tmp_path, monkeypatch):
-    from brain_mri.sources import SliceRules, cut_sources
+    from brain_mri.training.sources import SliceRules, cut_sources
 
     monkeypatch.setenv("BRAIN_MRI_CACHE", str(tmp_path))
     rules = SliceRules(stride=1, min_head=0.05, tumour_share=0.01, margin=3)
@@ -77,7 +77,7 @@ def test_volumes_become_labelled_slices_in_three_planes(sources, tmp_path, monke
 
 
 def test_the_cache_is_cut_once_and_anew_when_the_rules_change(sources, tmp_path, monkeypatch):
-    from brain_mri.sources import SliceRules, cut_sources
+    from brain_mri.training.sources import SliceRules, cut_sources
 
     monkeypatch.setenv("BRAIN_MRI_CACHE", str(tmp_path))
     first = cut_sources(sources, SliceRules(stride=2))
@@ -96,7 +96,7 @@ def test_the_cache_is_cut_once_and_anew_when_the_rules_change(sources, tmp_path,
     (lambda rows: rows[1].__setitem__(0, "gone.nii.gz"), "no such file gone.nii.gz"),
 ])
 def test_a_bad_manifest_is_refused_with_its_line(sources, tmp_path, change, message):
-    from brain_mri.sources import SourceError, read_manifest
+    from brain_mri.training.sources import SourceError, read_manifest
 
     rows = list(csv.reader((sources / "manifest.csv").open()))
     change(rows)
@@ -111,8 +111,8 @@ def test_a_bad_manifest_is_refused_with_its_line(sources, tmp_path, change, mess
 
 
 def _extra(groups, subjects):
-    from brain_mri.data import DecodedSplit
-    from brain_mri.mixing import ExtraSlices
+    from brain_mri.training.data import DecodedSplit
+    from brain_mri.training.mixing import ExtraSlices
 
     n = len(groups)
     split = DecodedSplit(np.zeros((n, 3, 4, 4), np.uint8), np.array([0 if "glioma" in g else 2 for g in groups]),
@@ -123,7 +123,7 @@ def _extra(groups, subjects):
 
 
 def test_subjects_are_held_out_whole_in_every_source():
-    from brain_mri.mixing import split_subjects
+    from brain_mri.training.mixing import split_subjects
 
     groups = ["A/notumor/T1/axial"] * 50 + ["B/glioma/T1c/axial"] * 20
     subjects = [f"a{i % 10}" for i in range(50)] + [f"b{i % 5}" for i in range(20)]
@@ -133,7 +133,7 @@ def test_subjects_are_held_out_whole_in_every_source():
 
 
 def test_sources_groups_and_slices_are_balanced():
-    from brain_mri.mixing import balance_weights
+    from brain_mri.training.mixing import balance_weights
 
     groups = np.array(["A/notumor/T1/axial"] * 900 + ["A/notumor/T1/coronal"] * 100 + ["B/glioma/T1c/axial"] * 10)
     weights, shares = balance_weights(groups)
@@ -145,7 +145,7 @@ def test_sources_groups_and_slices_are_balanced():
 
 
 def test_each_epoch_shows_every_kaggle_slice_once_and_draws_its_share():
-    from brain_mri.mixing import MixedSampler
+    from brain_mri.training.mixing import MixedSampler
 
     weights = np.r_[np.full(10, 0.09), np.full(10, 0.01)]
     sampler = MixedSampler(300, weights, share=0.25, seed=3)

@@ -31,7 +31,7 @@ def test_mixup_gives_soft_targets_and_leaves_odd_batches_alone():
 def test_auto_precision_follows_the_cpus_native_bf16():
     from pathlib import Path
 
-    from brain_mri.engine import resolve_mixed_precision
+    from brain_mri.training.engine import resolve_mixed_precision
 
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():

@@ -9,7 +9,7 @@ from conftest import TINY_ARGS, run_train, synthetic_slice
 from PIL import Image
 
 from brain_mri.config import CLASS_NAMES
-from brain_mri.tumour_present import TUMOUR, TumourBatches, load_tumour_present, tumour_present_loss
+from brain_mri.training.tumour_present import TUMOUR, TumourBatches, load_tumour_present, tumour_present_loss
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from volume_files import example_slices, write_nifti, write_series, zip_files
 
-from brain_mri.volumes import read_volume
+from brain_mri.io.volumes import read_volume
 
 NAMES = ["notumor_axial_1.jpg", "notumor_axial_2.jpg", "glioma_axial.jpg", "notumor_axial_3.jpg"]
 
@@ -87,7 +87,7 @@ def test_multi_frame_dicom_is_a_volume(slices, tmp_path):
     ds.NumberOfFrames = len(slices)
     path = tmp_path / "multi.dcm"
     ds.save_as(path, enforce_file_format=True)
-    from brain_mri.volumes import is_volume
+    from brain_mri.io.volumes import is_volume
 
     volume = read_volume(path)
     assert is_volume(path) and volume.kind == "multi-frame DICOM" and volume.count() == 4
@@ -218,7 +218,7 @@ def test_files_that_disagree_on_the_window_get_the_scans_own(slices, tmp_path):
     the edge of the head) would turn the rest white. The scan's robust window keeps every slice readable."""
     import pydicom
 
-    from brain_mri.volumes import _robust_window
+    from brain_mri.io.volumes import _robust_window
 
     scaled = slices.astype(np.float64) * 4  # 0..1020
     scaled[0] *= 0.2  # the first slice: the edge of the head, dark
@@ -315,7 +315,7 @@ def test_dicom_windows_that_would_hide_the_head_are_set_aside(slices, tmp_path):
 def test_head_sections_and_the_end_of_the_head_caveat(slices, tmp_path):
     from PIL import Image
 
-    from brain_mri.scans import VolumeAssessment
+    from brain_mri.serving.scans import VolumeAssessment
 
     small = np.zeros_like(slices[0])  # the same head at 40% of its size: a slice near the vertex
     small[29:67, 29:67] = np.asarray(Image.fromarray(slices[0]).resize((38, 38)))

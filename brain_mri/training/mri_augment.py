@@ -15,7 +15,7 @@ import io
 import numpy as np
 import torch
 
-from .config import MRI_AUGMENT_PRESETS as PRESETS
+from ..config import MRI_AUGMENT_PRESETS as PRESETS
 
 
 def from_preset(name: str) -> "MRIAugment | None":
@@ -67,7 +67,7 @@ class MRIAugment:
 
 
 def augmented_copy(split, augment: MRIAugment, seed: int = 0):
-    """A :class:`~brain_mri.data.DecodedSplit` whose images went through ``augment`` once each, the same on every
+    """A :class:`~brain_mri.training.data.DecodedSplit` whose images went through ``augment`` once each, the same on every
     call (``seed``; the global random state is left as it was)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -80,10 +80,10 @@ def _chance(p) -> bool:
 
 
 def head_mask(grey: np.ndarray) -> np.ndarray:
-    """The head of a [0, 1] slice: :func:`brain_mri.localise.head_mask`, its largest component only."""
+    """The head of a [0, 1] slice: :func:`brain_mri.evaluation.localise.head_mask`, its largest component only."""
     from scipy import ndimage
 
-    from .localise import head_mask as filled_head
+    from ..evaluation.localise import head_mask as filled_head
 
     mask = filled_head(grey[..., None] * 255.0)
     labels, n = ndimage.label(mask)

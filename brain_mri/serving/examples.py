@@ -6,9 +6,9 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from .config import DICOM_EXTENSIONS, IMAGE_EXTENSIONS
+from ..config import DICOM_EXTENSIONS, IMAGE_EXTENSIONS
 
-FOLDER = Path(__file__).resolve().parent.parent / "examples"
+FOLDER = Path(__file__).resolve().parents[2] / "examples"
 
 
 def example_files(folder: Path = FOLDER) -> dict:
@@ -39,7 +39,7 @@ def example_cards(clf, examples: dict) -> list:
     import numpy as np
 
     from .captions import caption
-    from .config import true_class
+    from ..config import true_class
 
     cards = []
     for name, path in examples.items():

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CLASS_NAMES
-from .images import to_pil_rgb
-from .transforms import EvalView, Normalize
+from ..config import CLASS_NAMES
+from ..io.images import to_pil_rgb
+from ..transforms import EvalView, Normalize
 
 
 def configure_threads() -> int:
@@ -49,7 +49,7 @@ class BrainMRIClassifier:
 
     def __init__(self, model: torch.nn.Module, data_config: dict | None = None, class_names=CLASS_NAMES, source: str = "",
                  ood=None):
-        from .model import model_data_config
+        from ..model import model_data_config
 
         # channels-last convolutions ran about 1.5x faster on one CPU thread, same answers
         self.model = model.eval().to(memory_format=torch.channels_last)
@@ -75,7 +75,7 @@ class BrainMRIClassifier:
         Raises:
             FileNotFoundError / HubError / ValueError: with a message naming the alternative.
         """
-        from .model import load_exported
+        from ..model import load_exported
         from .ood import load_detector
 
         model, data_config = load_exported(folder_or_repo_id, device)
@@ -103,12 +103,12 @@ class BrainMRIClassifier:
 
     def facts(self) -> dict:
         """What the model's card says of it: architecture, training data, leak-free metrics, link."""
-        from .card import model_facts
+        from ..card import model_facts
 
         return model_facts(self.source)
 
     def preprocess(self, images) -> torch.Tensor:
-        """Images of any kind (see :func:`~brain_mri.images.to_pil_rgb`) -> normalised batch."""
+        """Images of any kind (see :func:`~brain_mri.io.images.to_pil_rgb`) -> normalised batch."""
         return self._batch([to_pil_rgb(im) for im in images])
 
     def _batch(self, rgbs) -> torch.Tensor:
@@ -127,7 +127,7 @@ class BrainMRIClassifier:
             return probs, self._ood_scores(batch, tap) if ood else None
 
     def _tap(self, ood: bool = True):
-        """A :class:`~brain_mri.ood.FeatureTap` when the detector scores the model's own features, else nothing."""
+        """A :class:`~brain_mri.serving.ood.FeatureTap` when the detector scores the model's own features, else nothing."""
         from contextlib import nullcontext
 
         from .ood import FeatureTap
@@ -151,7 +151,7 @@ class BrainMRIClassifier:
 
     def assess(self, images) -> list[dict]:
         """Per image: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a brain MRI
-        slice, else None: then give no answer) and ``ood_score`` (see :mod:`brain_mri.ood`)."""
+        slice, else None: then give no answer) and ``ood_score`` (see :mod:`brain_mri.serving.ood`)."""
         return self._rows(*self._prepare([to_pil_rgb(im) for im in images]))
 
     def _prepare(self, rgbs, ood: bool = False):
@@ -185,7 +185,7 @@ class BrainMRIClassifier:
         CAMs are computed only for the ``top`` slices shown.
 
         Args:
-            volume: a :class:`~brain_mri.volumes.Volume`, or what :func:`~brain_mri.volumes.read_volume`
+            volume: a :class:`~brain_mri.io.volumes.Volume`, or what :func:`~brain_mri.io.volumes.read_volume`
                 reads: a NIfTI file, a zip of one DICOM series, a multi-frame DICOM file, or a list of
                 DICOM files of one series.
             plane: ``axial`` (default), ``coronal`` or ``sagittal``.
@@ -196,14 +196,14 @@ class BrainMRIClassifier:
             progress: called with ``(slices done, slices in all)`` after each batch.
 
         Returns:
-            A :class:`~brain_mri.scans.VolumeAssessment`.
+            A :class:`~brain_mri.serving.scans.VolumeAssessment`.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from .images import DICOM_INFO
+        from ..io.images import DICOM_INFO
         from .quality import header_warning
         from .scans import VolumeAssessment
-        from .volumes import Volume, read_volume
+        from ..io.volumes import Volume, read_volume
 
         vol = volume if isinstance(volume, Volume) else read_volume(volume)
         n = vol.count(plane)
@@ -244,7 +244,7 @@ class BrainMRIClassifier:
 
     def warning(self, rgb, ood_score: float | None) -> str | None:
         """Why an image is not taken for a brain MRI slice: its DICOM header, blank, colour
-        (:mod:`~brain_mri.quality`), or features far from the training slices (:mod:`~brain_mri.ood`); ``None`` when
+        (:mod:`~brain_mri.serving.quality`), or features far from the training slices (:mod:`~brain_mri.serving.ood`); ``None`` when
         it is."""
         from .quality import mri_warning
 
@@ -275,7 +275,7 @@ class BrainMRIClassifier:
     def explain(self, image, method: str = "gradcam", target: str | None = None, opacity: float = 0.5,
                 target_layer: str | None = None):
         """Probabilities and a class activation map: the default Grad-CAM comes from the prediction's own
-        forward pass (:func:`~brain_mri.explain.pooled_gradcam`), other methods and layers add a backward pass.
+        forward pass (:func:`~brain_mri.serving.explain.pooled_gradcam`), other methods and layers add a backward pass.
 
         Args:
             image: anything :meth:`predict` takes (one image).
@@ -287,7 +287,7 @@ class BrainMRIClassifier:
                 ``brain_mri.cam_layer``), else the family's rule.
 
         Returns:
-            An :class:`~brain_mri.explain.Explanation`: the heatmap and overlay are aligned with the
+            An :class:`~brain_mri.serving.explain.Explanation`: the heatmap and overlay are aligned with the
             input image at its own size (``view`` is what the model saw); ``warning`` says when the
             image does not look like a brain MRI slice.
         """

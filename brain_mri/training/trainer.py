@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .checkpoints import crash_point
-from .transforms import mix_batch
+from ..transforms import mix_batch
 from .tumour_present import tumour_present_loss
 
 
@@ -32,7 +32,7 @@ class Trainer:
     def step(self, images, labels, idx, gen, extra=None):
         """Augment, forward and loss of one batch, with ``extra`` slices that hold a tumour of unknown type (one
         forward pass for both): ``(logits of the batch, loss)``."""
-        from .explain import LayerTap
+        from ..serving.explain import LayerTap
         from .guidance import evidence_outside, guide_masks
 
         n = len(labels)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CLASS_NAMES
+from ..config import CLASS_NAMES
 from .data import DecodedSplit, decode_split
-from .localise import box_in_view
+from ..evaluation.localise import box_in_view
 from .sources import SliceRules, cut_sources, source_facts
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def extra_metrics(trainer, model, bundle, cfg) -> dict:
     """The third validation: :func:`held_out_metrics` of ``model`` on the held-out subjects, with the sources'
     licences, sizes and shares of the draw."""
     from .data import make_loader
-    from .evaluate import predict_logits
+    from ..evaluation.evaluate import predict_logits
 
     train, held = bundle.extra_train, bundle.extra_held_out
     logits = np.zeros((0, len(CLASS_NAMES)))

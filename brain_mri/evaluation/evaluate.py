@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import atomic_write
-from .config import CAM_METHODS, CLASS_NAMES
-from .data import make_loader, prepare_data
+from ..training.checkpoints import atomic_write
+from ..config import CAM_METHODS, CLASS_NAMES
+from ..training.data import make_loader, prepare_data
 from .localise import (
     box_energy_ratio,
     box_in_view,
@@ -25,8 +25,8 @@ from .localise import (
     summarise,
 )
 from .metrics import evaluate_logits, softmax
-from .model import load_exported
-from .transforms import Normalize
+from ..model import load_exported
+from ..transforms import Normalize
 
 
 @torch.no_grad()
@@ -58,7 +58,7 @@ def view_batch(split, idx, data_config: dict) -> torch.Tensor:
 def split_features(model, split, data_config: dict, batch_size: int = 64, layers=None) -> np.ndarray:
     """The pooled features of ``layers`` (default: what the classifier head receives; see
     :class:`~brain_mri.ood.FeatureTap`), for every image of a split (N x D)."""
-    from .ood import HEAD_INPUT, FeatureTap
+    from ..serving.ood import HEAD_INPUT, FeatureTap
 
     model.eval()
     out = []
@@ -91,7 +91,7 @@ def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None, augme
     Returns:
         ``(detector, rates)``.
     """
-    from .ood import fit_detector
+    from ..serving.ood import fit_detector
 
     def features(split):
         return split_features(model, split, data_config, layers=layers) if backbone is None \
@@ -99,7 +99,7 @@ def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None, augme
 
     fit, labels, val = [features(bundle.train)], [bundle.train.labels], [features(bundle.val)]
     if augment is not None:
-        from .mri_augment import augmented_copy
+        from ..training.mri_augment import augmented_copy
 
         for k in range(copies):
             fit.append(features(augmented_copy(bundle.train, augment, seed=k)))
@@ -158,9 +158,9 @@ def fit_ood_folder(folder, data: str, layers=("",), backbone=None, augment: str 
     Raises:
         ValueError: an unknown preset.
     """
-    from .config import MRI_AUGMENT_PRESETS
-    from .mri_augment import from_preset
-    from .tumour_present import add_tumour_present
+    from ..config import MRI_AUGMENT_PRESETS
+    from ..training.mri_augment import from_preset
+    from ..training.tumour_present import add_tumour_present
 
     run_file = Path(folder) / "training_args.json"
     args = json.loads(run_file.read_text()) if run_file.is_file() else {}  # without it run_bundle says why
@@ -175,7 +175,7 @@ def fit_ood_folder(folder, data: str, layers=("",), backbone=None, augment: str 
     detector.save(Path(folder))
     metrics_path = Path(folder) / "metrics.json"
     if metrics_path.is_file():  # the card says what the detector flags
-        from .card import rerender_card
+        from ..card import rerender_card
 
         atomic_write(metrics_path, json.dumps({**json.loads(metrics_path.read_text()), "ood": rates}, indent=1))
         rerender_card(Path(folder))
@@ -193,7 +193,7 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
     Returns:
         One row per image for :func:`~brain_mri.localise.summarise`.
     """
-    from .explain import compute_cam, heatmap_on_image
+    from ..serving.explain import compute_cam, heatmap_on_image
 
     model = model.cpu().eval()
     rows = []
@@ -231,7 +231,7 @@ def cam_grid(model, split, data_config: dict, boxes: dict, folder: str, path: Pa
     """
     from PIL import Image, ImageDraw
 
-    from .explain import compute_cam, make_overlay
+    from ..serving.explain import compute_cam, make_overlay
 
     model = model.cpu().eval()
     size = data_config["input_size"][-1]

@@ -6,7 +6,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from .images import DICOM_INFO
+from ..io.images import DICOM_INFO
 
 
 def mri_warning(image: Image.Image) -> str | None:
@@ -47,7 +47,7 @@ HEAD_PARTS = ("HEAD", "BRAIN", "SKULL", "CRAN", "CEREB", "SELLA", "PITUIT", "ORB
 
 
 def header_warning(info: dict) -> str | None:
-    """A reason when a DICOM header (``info`` of :func:`~brain_mri.images.to_pil_rgb`) says the image is not a
+    """A reason when a DICOM header (``info`` of :func:`~brain_mri.io.images.to_pil_rgb`) says the image is not a
     brain MRI: another modality (CT, X-ray, ...) or another body part; else ``None``. Only what the header names
     is believed: a missing or unknown value leaves the judgement to the image."""
     header = info.get(DICOM_INFO)

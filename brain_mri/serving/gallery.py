@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from .captions import slice_caption, verdict
-from .config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES, true_class
+from ..config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES, true_class
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;background:#111;color:#eee}
@@ -25,7 +25,7 @@ a{color:#9cf} .summary span{margin-right:1.5rem} .note{color:#bbb;max-width:60re
 
 def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool = True, plane: str = "axial") -> dict:
     """Explains every readable file and writes the site into ``out`` (replaced if it exists); a whole scan
-    (:func:`~brain_mri.volumes.is_volume`) becomes one card with its plot and top slices.
+    (:func:`~brain_mri.io.volumes.is_volume`) becomes one card with its plot and top slices.
 
     Returns:
         The summary: ``images``, ``labelled``, ``right``, ``wrong``, ``flagged``, ``scans`` and ``skipped``
@@ -33,7 +33,7 @@ def write_gallery(clf, files, out: Path, method: str = "gradcam", progress: bool
     """
     from tqdm.auto import tqdm
 
-    from .volumes import is_volume
+    from ..io.volumes import is_volume
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import CLASS_NAMES, DISPLAY_NAMES, OUTSIDE_KAGGLE
+from ..config import CLASS_NAMES, DISPLAY_NAMES, OUTSIDE_KAGGLE
 
 NO_TUMOUR = "notumor"
 SLICE_LEVEL = ("The model judges each slice on its own: it was trained on single 2-D slices, never on patients or "
@@ -18,7 +18,7 @@ END_OF_HEAD = 0.5
 
 @dataclass
 class VolumeAssessment:
-    """What :meth:`~brain_mri.inference.BrainMRIClassifier.assess_volume` returns.
+    """What :meth:`~brain_mri.serving.inference.BrainMRIClassifier.assess_volume` returns.
 
     Attributes:
         name: the scan's file name; kind: "NIfTI", "DICOM series of N files" or "multi-frame DICOM".
@@ -26,8 +26,8 @@ class VolumeAssessment:
         slices: per slice, in order: ``probabilities`` (class -> p), ``warning`` (why it is not taken for a
             brain MRI slice, else None) and ``ood_score``.
         top: ``(slice index, Explanation)`` of the slices with the highest tumour probability, highest first.
-        reading: how the scan was read (:attr:`~brain_mri.volumes.Volume.reading`): its window, its slice order.
-        sections: each slice's head section as a share of the largest (:meth:`~brain_mri.volumes.Volume.sections`).
+        reading: how the scan was read (:attr:`~brain_mri.io.volumes.Volume.reading`): its window, its slice order.
+        sections: each slice's head section as a share of the largest (:meth:`~brain_mri.io.volumes.Volume.sections`).
     """
 
     name: str

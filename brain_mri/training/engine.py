@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 
-from .card import card_context, write_card
+from ..card import card_context, write_card
 from .checkpoints import (
     arm_crash_point,
     atomic_write,
@@ -28,18 +28,18 @@ from .checkpoints import (
     staged,
     write_log,
 )
-from .config import CLASS_NAMES, TrainConfig
+from ..config import CLASS_NAMES, TrainConfig
 from .data import DataBundle, make_loader, prepare_data
-from .evaluate import cam_grid, cam_rows, fit_ood, predict_logits, write_predictions
-from .localise import load_boxes, summarise
-from .metrics import (
+from ..evaluation.evaluate import cam_grid, cam_rows, fit_ood, predict_logits, write_predictions
+from ..evaluation.localise import load_boxes, summarise
+from ..evaluation.metrics import (
     classification_metrics,
     evaluate_logits,
     fit_temperature,
     softmax,
     write_figures,
 )
-from .model import (
+from ..model import (
     create_model,
     export_model,
     fold_temperature,
@@ -48,7 +48,7 @@ from .model import (
 )
 from .mri_augment import from_preset
 from .trainer import Trainer
-from .transforms import BatchAugment, Normalize, make_mixup
+from ..transforms import BatchAugment, Normalize, make_mixup
 from .tumour_present import TumourBatches, add_tumour_present, called_tumour
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def run_training(cfg: TrainConfig) -> Path:
     mixup = make_mixup(cfg.mixup, cfg.cutmix, len(CLASS_NAMES))  # a bad alpha fails before anything is written
     ood_backbone = _ood_backbone(cfg)  # its weights are found and mapped now, not after the run
     if cfg.push_to_hub:  # a bad repo id fails now, not after the run
-        from .hub import check_repo_id
+        from ..hub import check_repo_id
 
         check_repo_id(cfg.push_to_hub)
     precision = resolve_mixed_precision(cfg.mixed_precision, cfg.cpu)
@@ -132,7 +132,7 @@ def run_training(cfg: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if cfg.push_to_hub and accelerator.is_main_process:
-        from .hub import push_to_hub
+        from ..hub import push_to_hub
 
         logger.info("Pushed to %s", push_to_hub(out, cfg.push_to_hub))
     return out
@@ -325,7 +325,7 @@ def _tumour_metrics(cfg: TrainConfig, trainer: Trainer, final, bundle: DataBundl
 def _ood_backbone(cfg: TrainConfig):
     """The frozen ImageNet stage of ``--ood-imagenet``, else None: the detector scores the head's input
     (before the temperature is folded in)."""
-    from .ood import ImageNetStage
+    from ..serving.ood import ImageNetStage
 
     return ImageNetStage.from_spec(cfg.ood_imagenet) if cfg.ood_imagenet else None
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import CLASS_NAMES
-from .localise import box_in_view, head_mask
+from ..config import CLASS_NAMES
+from ..evaluation.localise import box_in_view, head_mask
 
 NO_TUMOUR = CLASS_NAMES.index("notumor")
 
@@ -24,7 +24,7 @@ def view_boxes(names: list, regions: np.ndarray, size: int, boxes: dict, folder:
 
     Args:
         names: ``class/file`` of each image; ``regions``: where each view lies in its image.
-        boxes: from :func:`~brain_mri.localise.load_boxes`; ``folder``: ``Training`` or ``Testing``.
+        boxes: from :func:`~brain_mri.evaluation.localise.load_boxes`; ``folder``: ``Training`` or ``Testing``.
     """
     out = np.full((len(names), 4), np.nan, dtype=np.float32)
     for i, (name, region) in enumerate(zip(names, regions)):
@@ -72,7 +72,7 @@ def evidence_outside(features: torch.Tensor, head: torch.nn.Linear, labels: torc
 def check_guidable(model: torch.nn.Module):
     """``(head, layer)``: the linear head of a global-average-pool model and the layer it pools, or a
     clear error for ``--box-loss``."""
-    from .explain import pooled_layer
+    from ..serving.explain import pooled_layer
 
     found = pooled_layer(model)
     if found is None:

@@ -82,7 +82,7 @@ class ImageNetStage(torch.nn.Module):
         super().__init__()
         import timm
 
-        from .transforms import Normalize
+        from ..transforms import Normalize
 
         self.arch, self.index = arch, int(index)
         self.net = timm.create_model(arch, pretrained=False, num_classes=0)
@@ -94,7 +94,7 @@ class ImageNetStage(torch.nn.Module):
     @classmethod
     def from_source(cls, arch: str, weights: str, index: int) -> "ImageNetStage":
         """Maps ImageNet ``weights`` (a file or package, see :mod:`~brain_mri.pretrained`) onto ``arch``, cut after ``index``."""
-        from .model import create_model
+        from ..model import create_model
 
         full, init = create_model(arch, weights)
         stage = cls(arch, index, full.pretrained_cfg["mean"], full.pretrained_cfg["std"])
@@ -202,7 +202,7 @@ def fit_detector(features: np.ndarray, labels: np.ndarray, val_features: np.ndar
 def load_detector(source) -> OODDetector | None:
     """The detector saved beside a model folder's weights, or in a Hub repo; ``None`` if it has none
     (a model exported before detectors existed)."""
-    from .hub import is_hub_id
+    from ..hub import is_hub_id
 
     path = Path(source).expanduser()
     if path.is_dir():

@@ -4,7 +4,7 @@ The app's answer, its Gallery tab and ``brain-mri gallery`` all say it this way.
 """
 from __future__ import annotations
 
-from .config import DISPLAY_NAMES
+from ..config import DISPLAY_NAMES
 
 
 def verdict(truth: str | None, predicted: str, warning: str | None = None) -> str:

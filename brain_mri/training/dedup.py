@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .config import NEAR_DUP_THRESHOLD, THUMB_SIZE
+from ..config import NEAR_DUP_THRESHOLD, THUMB_SIZE
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:

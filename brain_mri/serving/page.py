@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 
 from .captions import verdict
-from .config import CAM_METHODS, DISPLAY_NAMES, OUTSIDE_KAGGLE, true_class
+from ..config import CAM_METHODS, DISPLAY_NAMES, OUTSIDE_KAGGLE, true_class
 
 METHODS = {k: name for k, (_, name) in CAM_METHODS.items()}
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CLASS_NAMES
-from .volumes import PLANES, Volume, read_volume
+from ..config import CLASS_NAMES
+from ..io.volumes import PLANES, Volume, read_volume
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.csv"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import DICOM_EXTENSIONS
+from ..config import DICOM_EXTENSIONS
 
 # Decompression bombs are refused rather than decoded (PIL raises above 2x this).
 Image.MAX_IMAGE_PIXELS = 64_000_000
@@ -34,7 +34,7 @@ def to_pil_rgb(image) -> Image.Image:
         if path.suffix.lower() in DICOM_EXTENSIONS or _is_dicom(path):
             header = {}
             image = _array_to_rgb(read_dicom(path, header))
-            image.info[DICOM_INFO] = header  # the checks of brain_mri.quality read what the header says
+            image.info[DICOM_INFO] = header  # the checks of brain_mri.serving.quality read what the header says
             return image
         return _open_image(path, path.name)
     if isinstance(image, (bytes, bytearray)):

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import torch
 
-from .explain import compute_cam, target_layer_for
+from ..serving.explain import compute_cam, target_layer_for
 
 
 def last_stage(model: torch.nn.Module) -> torch.nn.Module:

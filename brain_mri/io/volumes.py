@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .dicom_series import MAX_VOXELS, check_voxels
-from .config import DICOM_EXTENSIONS
+from ..config import DICOM_EXTENSIONS
 from .images import _is_dicom, _without_paths
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -50,7 +50,7 @@ class Volume:
         name: the file's (or the series') name, never a folder.
         kind: "NIfTI", "DICOM series of N files" or "multi-frame DICOM".
         reading: plain sentences on how it was read: the window, and the slice order when not from positions.
-        header: a DICOM scan's modality and body part (:func:`~brain_mri.images.dicom_header`); each slice's
+        header: a DICOM scan's modality and body part (:func:`~brain_mri.io.images.dicom_header`); each slice's
             checks read it.
     """
 

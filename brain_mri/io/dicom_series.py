@@ -30,7 +30,7 @@ def series_volume(members: list, name: str):
 
     ``data`` is float32 in RAS+ order; ``windows`` the distinct DICOM windows of its files as (low, high),
     None for files that name none; ``notes`` plain sentences on how it was read, when not as usual; ``header``
-    what its first file says of modality and body part (:func:`~brain_mri.images.dicom_header`).
+    what its first file says of modality and body part (:func:`~brain_mri.io.images.dicom_header`).
 
     Raises:
         ValueError: no DICOM image, mixed series, a 4-D series, too many voxels, undecodable pixels.

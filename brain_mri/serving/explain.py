@@ -9,7 +9,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from .config import CAM_METHODS
+from ..config import CAM_METHODS
 
 
 class UnsupportedArchitecture(ValueError):
@@ -110,7 +110,7 @@ class Explanation:
     method: str
     view: np.ndarray  # S x S x 3 uint8, the input as the model sees it (cropped / resized)
     warning: str | None = None  # why the image is not taken for a brain MRI slice (no answer then)
-    ood_score: float | None = None  # distance to the training features (brain_mri.ood); None without a detector
+    ood_score: float | None = None  # distance to the training features (brain_mri.serving.ood); None without a detector
 
     @property
     def predicted(self) -> str:

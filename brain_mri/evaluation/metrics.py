@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CLASS_NAMES, ECE_BINS
+from ..config import CLASS_NAMES, ECE_BINS
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

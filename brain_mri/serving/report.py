@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .captions import slice_caption
-from .config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES
+from ..config import CAM_METHODS, CLASS_NAMES, DISCLAIMER, DISPLAY_NAMES
 
 SIDE = 384  # each picture's box in the report
 MARGIN = 24
@@ -18,7 +18,7 @@ def render_report(explanation, model_name: str, file_name: str | None = None) ->
     """The report as an RGB image (save it as PNG).
 
     Args:
-        explanation: an :class:`~brain_mri.explain.Explanation`.
+        explanation: an :class:`~brain_mri.serving.explain.Explanation`.
         model_name: how to name the model (a Hub id or "bundled model (...)"), never a server path.
         file_name: the upload's own name, if any.
     """

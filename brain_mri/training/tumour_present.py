@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CLASS_NAMES, IMAGE_EXTENSIONS
+from ..config import CLASS_NAMES, IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 TUMOUR = [i for i, c in enumerate(CLASS_NAMES) if c != "notumor"]
 
 
 def load_tumour_present(folder: str, data_config: dict, held_out: float, seed: int, progress: bool = True):
-    """``(train, held_out)`` :class:`~brain_mri.data.DecodedSplit` of the images under ``folder``, loaded through
+    """``(train, held_out)`` :class:`~brain_mri.training.data.DecodedSplit` of the images under ``folder``, loaded through
     ``datasets`` like the Kaggle set; near-twins (re-crops, re-windows) fall on one side.
 
     Raises:
@@ -47,7 +47,7 @@ def load_tumour_present(folder: str, data_config: dict, held_out: float, seed: i
 
 
 def add_tumour_present(bundle, folder: str, data_config: dict, held_out: float, seed: int, progress: bool = True):
-    """Loads :func:`load_tumour_present` into a :class:`~brain_mri.data.DataBundle` (its skipped files too)."""
+    """Loads :func:`load_tumour_present` into a :class:`~brain_mri.training.data.DataBundle` (its skipped files too)."""
     bundle.tumour_train, bundle.tumour_held_out, skipped = load_tumour_present(folder, data_config, held_out, seed,
                                                                                progress)
     bundle.skipped += skipped

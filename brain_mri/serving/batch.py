@@ -9,8 +9,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import CLASS_NAMES, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, true_class
-from .volumes import VOLUME_SUFFIXES, is_volume, read_volume
+from ..config import CLASS_NAMES, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, true_class
+from ..io.volumes import VOLUME_SUFFIXES, is_volume, read_volume
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Prediction:
     probabilities: dict  # class id -> probability
     warning: str | None = None  # why the image is not taken for a brain MRI slice: then no answer
     label: str | None = None
-    ood_score: float | None = None  # distance to the training features (brain_mri.ood)
+    ood_score: float | None = None  # distance to the training features (brain_mri.serving.ood)
     plane: str | None = None  # for a slice of a whole scan: its plane and index
     slice: int | None = None
     head_section: float | None = None  # and its head section, a share of the scan's largest (near 0: an end)
@@ -58,7 +58,7 @@ def predict_files(clf, files, batch_size: int = 16, progress: bool = True, plane
     """
     from tqdm.auto import tqdm
 
-    from .images import to_pil_rgb
+    from ..io.images import to_pil_rgb
 
     files = [Path(f) for f in files]
     scans = [is_volume(f) for f in files]

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CLASS_NAMES, IMAGE_EXTENSIONS, KAGGLE_SPLITS, TrainConfig
+from ..config import CLASS_NAMES, IMAGE_EXTENSIONS, KAGGLE_SPLITS, TrainConfig
 from .dedup import DedupReport, audit_split, duplicate_groups, thumbnail
-from .hub import hub_unreachable_reason, is_hub_id
-from .images import to_pil_rgb
-from .transforms import EvalView
+from ..hub import hub_unreachable_reason, is_hub_id
+from ..io.images import to_pil_rgb
+from ..transforms import EvalView
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def prepare_data(
 # ----------------------------------------------------------------------------- loaders
 class ArrayDataset(torch.utils.data.Dataset):
     """Serves (uint8 image tensor, label, index) from a :class:`DecodedSplit`, through ``transform`` (per image,
-    uint8 in and out: :class:`~brain_mri.mri_augment.MRIAugment`) when one is given."""
+    uint8 in and out: :class:`~brain_mri.training.mri_augment.MRIAugment`) when one is given."""
 
     def __init__(self, split: DecodedSplit, transform=None):
         self.images = torch.from_numpy(split.images)

@@ -1,9 +1,12 @@
-"""The package's shape: what each entry point loads (serving stays clear of the training stack,
-``train.py --help`` and its refusal of bad flags, of torch) and small modules and functions."""
+"""The package's shape: its layering (import-linter's contracts in pyproject.toml), what each entry point loads
+at run time (serving stays clear of the training stack, ``train.py --help`` and its refusal of bad flags, of
+torch) and small modules and functions."""
 import ast
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -43,6 +46,16 @@ def test_training_defaults_are_the_config_defaults():
 
     args = vars(train.parse_args(["--data", "d", "--output-dir", "o"]))
     assert TrainConfig(**train._tuples(args)) == TrainConfig(data="d", output_dir="o")
+
+
+def test_the_layers_keep_their_contracts():
+    """Serving and io never import training or evaluation, io nothing of serving, the package never ``app``:
+    ``lint-imports`` reads the contracts from pyproject.toml."""
+    here = Path(sys.executable).parent / "lint-imports"
+    cmd = str(here) if here.is_file() else shutil.which("lint-imports")
+    assert cmd, "lint-imports not found: pip install -e '.[test]'"
+    r = subprocess.run([cmd, "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
 
 
 def test_modules_and_functions_stay_small():

@@ -116,12 +116,7 @@ def run_training(cfg: TrainConfig) -> Path:
         add_tumour_present(bundle, cfg.tumour_present, data_config, cfg.tumour_present_held_out, cfg.seed,
                            accelerator.is_local_main_process)
     if cfg.extra_sources:  # other-source slices, drawn beside the Kaggle ones
-        from .mixing import add_extra
-
-        add_extra(bundle, cfg, data_config, accelerator.is_local_main_process)
-        if accelerator.is_main_process:  # the weights beside the flags
-            atomic_write(out / "training_args.json", json.dumps(
-                {**asdict(cfg), "initialisation": init, "extra_source_shares": bundle.extra_shares}, indent=2))
+        _add_extra(cfg, accelerator, bundle, data_config, init)
     logger.info("images: train %d, val %d, test %d (leak-free %d)", len(bundle.train), len(bundle.val),
                 len(bundle.test), int(bundle.test_leak_free.sum()))
     trainer, loaders = _prepare(cfg, accelerator, model, data_config, bundle, mixup)
@@ -136,6 +131,16 @@ def run_training(cfg: TrainConfig) -> Path:
 
         logger.info("Pushed to %s", push_to_hub(out, cfg.push_to_hub))
     return out
+
+
+def _add_extra(cfg: TrainConfig, accelerator, bundle: DataBundle, data_config: dict, init) -> None:
+    """The other sources into ``bundle``; their sampling shares beside the flags in ``training_args.json``."""
+    from .mixing import add_extra
+
+    add_extra(bundle, cfg, data_config, accelerator.is_local_main_process)
+    if accelerator.is_main_process:
+        atomic_write(Path(cfg.output_dir) / "training_args.json", json.dumps(
+            {**asdict(cfg), "initialisation": init, "extra_source_shares": bundle.extra_shares}, indent=2))
 
 
 def _prepare(cfg: TrainConfig, accelerator, model, data_config, bundle: DataBundle, mixup):

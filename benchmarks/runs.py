@@ -53,7 +53,8 @@ def _external_cells(external: dict | None) -> list:
     outside = [r for r in rows if r["set"].startswith("TCGA") and r["truth"] == "outside the tumour"]
     out = f"{_pct(min(r['tumour'] / r['n'] for r in outside))}–{_pct(max(r['tumour'] / r['n'] for r in outside))}" \
         if outside else "–"
-    healthy = " / ".join(_pct(v) for v in parts["healthy_in_head_no_tumour"]["volumes"].values())
+    volumes = parts["healthy_in_head_no_tumour"]["volumes"]
+    healthy = " / ".join(_pct(volumes[k]) for k in sorted(volumes, key=str.lower))  # chris_t1, IXI002 T1, T2
     return [score, flagged, inside, out, healthy]
 
 

@@ -185,7 +185,8 @@ def external_score(records: list) -> dict:
 
     images = [r for r in records if r["set"].endswith("(2-D)") and r["truth"] == "tumour"]
     ranges = [r for r in records if r["truth"] == "tumour" and r["slices"].endswith("(tumour)")]
-    healthy = [r for r in records if r["slices"].startswith("inside the head") and "DICOM series" not in r["set"]]
+    healthy = [r for r in records if r["truth"] == "no tumour" and r["slices"].startswith("inside the head")
+               and "DICOM series" not in r["set"]]
     parts = {"other_collection_called_tumour": pooled(images, lambda r: r["tumour"]),
              "tumour_range_called_tumour": pooled(ranges, lambda r: r["tumour"]),
              "healthy_in_head_no_tumour": {

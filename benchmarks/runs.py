@@ -39,18 +39,22 @@ def _pct(v) -> str:
 
 
 def _external_cells(external: dict | None) -> list:
-    if not external or external.get("score") is None:
+    from external import external_score  # scored anew from the rows: one rule for every run
+
+    score = external_score(external["rows"]) if external else {"score": None}
+    if score["score"] is None:
         return ["–"] * 5
-    rows, parts = external["rows"], external["parts"]
+    rows, parts = external["rows"], score["parts"]
     a, b, c = (parts[k]["share"] for k in parts)
-    score = f"**{external['score']:.1f}** ({_pct(a)} / {_pct(b)} / {_pct(c)})"
+    score = f"**{score['score']:.1f}** ({_pct(a)} / {_pct(b)} / {_pct(c)})"
     flagged = next((f"{r['flagged']} of {r['n']}" for r in rows if r["set"].endswith("(2-D)")), "–")
     tcga = [r for r in rows if r["set"].startswith("TCGA") and r["slices"].endswith("(tumour)")]
     inside = " / ".join(_pct(r["tumour"] / r["n"]) for r in tcga)
     outside = [r for r in rows if r["set"].startswith("TCGA") and r["truth"] == "outside the tumour"]
     out = f"{_pct(min(r['tumour'] / r['n'] for r in outside))}–{_pct(max(r['tumour'] / r['n'] for r in outside))}" \
         if outside else "–"
-    healthy = " / ".join(_pct(v) for v in parts["healthy_in_head_no_tumour"]["volumes"].values())
+    volumes = parts["healthy_in_head_no_tumour"]["volumes"]
+    healthy = " / ".join(_pct(volumes[k]) for k in sorted(volumes, key=str.lower))  # chris_t1, IXI002 T1, T2
     return [score, flagged, inside, out, healthy]
 
 

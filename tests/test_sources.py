@@ -169,7 +169,9 @@ def test_the_external_score_counts_a_flagged_slice_as_a_miss():
             {"set": "v_t2", "truth": "outside the tumour", "slices": "the rest", "n": 9, "answered": 9, "tumour": 9},
             {"set": "h", "truth": "no tumour", "slices": "inside the head (4)", "n": 4, "answered": 4, "tumour": 1},
             {"set": "h as a DICOM series", "truth": "no tumour", "slices": "inside the head (4)", "n": 4,
-             "answered": 0, "tumour": 0}]
+             "answered": 0, "tumour": 0},
+            {"set": "unmasked tumour", "truth": "tumour", "slices": "inside the head (4)", "n": 4, "answered": 4,
+             "tumour": 4}]
     score = external.external_score(rows)
     assert [p["share"] for p in score["parts"].values()] == [0.6, 0.5, 0.75]
     assert score["score"] == pytest.approx(61.7)

@@ -4,13 +4,10 @@
     (or BRAIN_MRI_MODEL=...; default: the Hub model named in README.md's front matter, else ./model)
 """
 import argparse
-import atexit
 import html
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from functools import cache, partial
 from pathlib import Path
 
@@ -217,9 +214,6 @@ def open_example(clf: BrainMRIClassifier, examples: dict, name: str | None):
 
 def build_demo(clf: BrainMRIClassifier, examples: dict | None = None, notice: tuple = ("", "")) -> gr.Blocks:
     examples = example_files(HERE / "examples") if examples is None else examples
-    # cached example outputs belong to this demo's model: never to a previous run's, nor another demo's
-    os.environ["GRADIO_EXAMPLES_CACHE"] = cached = tempfile.mkdtemp(prefix="brain-mri-examples-")
-    atexit.register(shutil.rmtree, cached, ignore_errors=True)
     with gr.Blocks(title="Brain MRI tumour classifier", delete_cache=CACHE_DELETE) as demo:
         gr.Markdown("# Brain MRI tumour classifier with Grad-CAM\n"
                     "Drop a brain MRI slice: the model gives the probabilities of glioma, meningioma, "
@@ -297,7 +291,7 @@ def analyse_tab(run, examples: dict):
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
             button = gr.Button("Analyse", variant="primary")
         with gr.Column(scale=3):
-            summary = gr.HTML(label="Summary")
+            summary = gr.HTML(label="Summary", elem_id="answer-summary")
             # max_height below height: the images are fitted whole in the box (wheel or pinch zooms in)
             views = gr.ImageSlider(label="Your image | Grad-CAM overlay (drag to compare; scroll to zoom)",
                                    type="numpy", format="png", height=560, max_height=520, elem_id="answer-slider")
@@ -316,8 +310,10 @@ def analyse_tab(run, examples: dict):
     for kind, column in (("image", 0), ("DICOM", 1)):  # thumbnails: one set per input (labels would hide them)
         rows = [[example_inputs(p)[column]] for p in examples.values() if example_inputs(p)[column]]
         if rows:
-            gr.Examples(rows, inputs=[(image, dicom)[column]], outputs=outputs, fn=run, cache_examples=True,
-                        cache_mode="lazy", label=f"Examples ({kind}; the file name says the true class)",
+            # run on click, not cached: Gradio's lazy cache fails on our gr.update() outputs (it builds their
+            # components inside the click's event context: "'Image' object has no attribute 'info'")
+            gr.Examples(rows, inputs=[(image, dicom)[column]], outputs=outputs, fn=run, cache_examples=False,
+                        run_on_click=True, label=f"Examples ({kind}; the file name says the true class)",
                         examples_per_page=16)
     return inputs, outputs
 

@@ -73,6 +73,30 @@ def test_upload_and_see_label_and_overlay(browser, served, tiny_data, tmp_path):
     page.close()
 
 
+def test_clicking_an_example_thumbnail_answers_it(browser, served):
+    """An image example's thumbnail below the upload runs the analysis: the summary's probabilities and the
+    Grad-CAM overlay appear (Gradio's lazy example cache once answered "Error" here)."""
+    from brain_mri.config import DISPLAY_NAMES, true_class
+
+    demo, examples = served
+    name = next(n for n in examples if not n.endswith(".dcm"))
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(demo.local_url, wait_until="networkidle")
+    thumbnail = page.locator(f"img[src*='{name}']").first
+    thumbnail.wait_for(timeout=30_000)  # a slow machine draws the thumbnails after the network is idle
+    thumbnail.click()
+    page.get_by_text("True class of this example").wait_for(timeout=60_000)
+    summary = page.locator("#answer-summary").inner_text()
+    assert all(shown in summary for shown in DISPLAY_NAMES.values()) and "%" in summary, summary
+    assert f"True class of this example: {DISPLAY_NAMES[true_class(name)]}" in summary and f"?example={name}" in summary
+    page.wait_for_function(SLIDER_DRAWN, timeout=60_000)  # the example and its overlay, both loaded
+    page.close()
+
+
+SLIDER_DRAWN = """() => [...document.querySelectorAll('#answer-slider img')]
+  .filter(i => i.complete && i.naturalWidth > 0).length == 2"""
+
+
 # where each image of the slider lies in the slider's box (negative: cut off), and its own size
 FITTED = """() => { const box = document.querySelector('#answer-slider').getBoundingClientRect();
   return [...document.querySelectorAll('#answer-slider img')].map(i => { const r = i.getBoundingClientRect();

@@ -96,8 +96,9 @@ def push_to_hub(folder: Path, repo_id: str, token: str | None = None, private: b
     return getattr(commit, "repo_url", f"https://huggingface.co/{prefix}{repo_id}")
 
 
-#: What a Space needs from a source checkout; the weights stay in the model repo the README names.
-SPACE_FILES = ("app.py", "requirements.txt", "README.md", "pyproject.toml", "brain_mri", "examples")
+#: What a Space needs from a source checkout; the weights stay in the model repo the README names. ``docs``: the
+#: README's links and its screenshot.
+SPACE_FILES = ("app.py", "requirements.txt", "README.md", "pyproject.toml", "brain_mri", "examples", "docs")
 
 
 #: requirements.txt's lines below this marker are for training only: the Space does not install them.

@@ -157,7 +157,10 @@ def test_the_staged_space_starts_and_answers(answering_folder, tmp_path):
     assert "gradio==" in pins and "nibabel==" in pins and "torch==" in pins
     assert not any(tool in pins for tool in ("pytest", "playwright", "hypothesis", "datasets", "accelerate"))
     assert {p.name for p in space.iterdir()} == {"app.py", "requirements.txt", "README.md", "pyproject.toml",
-                                                 "brain_mri", "examples"}
+                                                 "brain_mri", "examples", "docs"}
+    readme = (space / "README.md").read_text()  # the README's docs pages and screenshot resolve on the Space
+    assert "](docs/architecture.md)" in readme and "](docs/screenshot.png)" in readme
+    assert (space / "docs" / "architecture.md").is_file() and (space / "docs" / "screenshot.png").stat().st_size > 10_000
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -43,7 +43,7 @@ def predict_logits(accelerator, model, loader, normalize):
 
 
 def split_logits(accelerator, model, split, data_config: dict, batch_size: int = 64):
-    """Logits and labels of a :class:`~brain_mri.data.DecodedSplit` (loader and normalisation made here)."""
+    """Logits and labels of a :class:`~brain_mri.training.data.DecodedSplit` (loader and normalisation made here)."""
     loader = accelerator.prepare(make_loader(split, batch_size, False, 0))
     normalize = Normalize(data_config["mean"], data_config["std"]).to(accelerator.device)
     return predict_logits(accelerator, model.to(accelerator.device), loader, normalize)
@@ -57,7 +57,7 @@ def view_batch(split, idx, data_config: dict) -> torch.Tensor:
 @torch.no_grad()
 def split_features(model, split, data_config: dict, batch_size: int = 64, layers=None) -> np.ndarray:
     """The pooled features of ``layers`` (default: what the classifier head receives; see
-    :class:`~brain_mri.ood.FeatureTap`), for every image of a split (N x D)."""
+    :class:`~brain_mri.serving.ood.FeatureTap`), for every image of a split (N x D)."""
     from ..serving.ood import HEAD_INPUT, FeatureTap
 
     model.eval()
@@ -71,7 +71,7 @@ def split_features(model, split, data_config: dict, batch_size: int = 64, layers
 
 @torch.no_grad()
 def stage_features(stage, split, batch_size: int = 64) -> np.ndarray:
-    """The features of a frozen :class:`~brain_mri.ood.ImageNetStage` for every image of a split (N x D);
+    """The features of a frozen :class:`~brain_mri.serving.ood.ImageNetStage` for every image of a split (N x D);
     it takes the grey levels and normalises them its own way."""
     stage.eval()
     return np.concatenate([stage(torch.from_numpy(split.images[start:start + batch_size])).numpy()
@@ -80,10 +80,10 @@ def stage_features(stage, split, batch_size: int = 64) -> np.ndarray:
 
 def fit_ood(model, bundle, data_config: dict, layers=("",), backbone=None, augment=None, copies: int = 2):
     """The out-of-distribution detector of a model on the pooled features of ``layers`` (or of a frozen
-    :class:`~brain_mri.ood.ImageNetStage`), fitted on the training split with its threshold set on validation
+    :class:`~brain_mri.serving.ood.ImageNetStage`), fitted on the training split with its threshold set on validation
     (never on test), and the share of slices it flags (test: measurement only).
 
-    With ``augment`` (the run's :class:`~brain_mri.mri_augment.MRIAugment`), ``copies`` augmented copies of the
+    With ``augment`` (the run's :class:`~brain_mri.training.mri_augment.MRIAugment`), ``copies`` augmented copies of the
     training split join the fit and one of validation joins the threshold: skull-stripped and other-contrast
     brain MRI is then answered, not flagged (``benchmarks/external.py``). Tumour-present training slices, when
     the run had them, join as a group of their own.
@@ -187,11 +187,11 @@ def cam_rows(model, split, data_config: dict, boxes: dict, folder: str, method: 
     """Explains the true class of every boxed and every "no tumour" image of a split and scores the map.
 
     Args:
-        boxes: from :func:`~brain_mri.localise.load_boxes`; keys are ``folder/class/file``.
+        boxes: from :func:`~brain_mri.evaluation.localise.load_boxes`; keys are ``folder/class/file``.
         folder: the split's folder in the dataset (``Training`` or ``Testing``).
 
     Returns:
-        One row per image for :func:`~brain_mri.localise.summarise`.
+        One row per image for :func:`~brain_mri.evaluation.localise.summarise`.
     """
     from ..serving.explain import compute_cam, heatmap_on_image
 

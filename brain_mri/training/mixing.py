@@ -73,7 +73,7 @@ def load_extra(folders, rules: SliceRules, data_config: dict, exclude: tuple = (
 
 def _subjects(rows: list, split: DecodedSplit) -> np.ndarray:
     """Each slice's subject; a slice the manifest names none for is grouped with its near-copies (re-encoded or
-    resized, :func:`~brain_mri.dedup.duplicate_groups`), so that no copy straddles the held-out split."""
+    resized, :func:`~brain_mri.training.dedup.duplicate_groups`), so that no copy straddles the held-out split."""
     from .dedup import duplicate_groups
 
     out = np.array([r["subject"] for r in rows], dtype=object)
@@ -118,7 +118,7 @@ def balance_weights(group: np.ndarray, source_weights: dict | None = None) -> tu
 
 
 def add_extra(bundle, cfg, data_config: dict, progress: bool = True) -> None:
-    """Loads ``cfg.extra_sources`` into a :class:`~brain_mri.data.DataBundle`: training and held-out subjects,
+    """Loads ``cfg.extra_sources`` into a :class:`~brain_mri.training.data.DataBundle`: training and held-out subjects,
     the training slices' weights and each group's share."""
     rules = SliceRules(cfg.extra_stride, cfg.extra_min_head, cfg.extra_tumour_share, cfg.extra_margin)
     extra, skipped = load_extra(cfg.extra_sources, rules, data_config, tuple(cfg.extra_exclude), progress)

@@ -1,7 +1,7 @@
 """Other sources of training slices (``train.py --extra-sources DIR``): a ``manifest.csv`` of volumes and 2-D
 slices, cut into labelled slices by the product's own volume reader and cached once as PNG files.
 
-Slices are cut with :func:`~brain_mri.volumes.read_volume` and :meth:`~brain_mri.volumes.Volume.slice` in all
+Slices are cut with :func:`~brain_mri.io.volumes.read_volume` and :meth:`~brain_mri.io.volumes.Volume.slice` in all
 three planes, so that they look exactly like the slices the app scores. Healthy volumes give "no tumour" on every
 slice inside the head, the ends of the head included (where Kaggle-trained models raise false alarms); a volume
 with a tumour label gives "glioma" where the label covers a share of the brain (its box feeds ``--box-loss``) and

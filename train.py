@@ -81,7 +81,8 @@ def _extra_source_flags(p):
     g.add_argument("--extra-share", type=float, default=D.extra_share, metavar="SHARE",
                    help="share of each epoch drawn from them, sources / contrasts / planes balanced (default %(default)s)")
     g.add_argument("--extra-source-weight", metavar="SOURCE=W", action="append", default=[],
-                   help="a source's weight among them, by its manifest 'source' name (default 1 each)")
+                   help="a source's weight among them, by its manifest 'source' name (default 1 each); SOURCE/TRUTH[/CONTRAST"
+                        "[/PLANE]]=W weighs those groups against the source's others (e.g. 'BraTS 2013/glioma=3')")
     g.add_argument("--extra-exclude", metavar="SOURCE", action="append", default=[],
                    help="leave out a source of the manifests (e.g. a non-commercial one)")
     g.add_argument("--extra-held-out", type=float, default=D.extra_held_out, metavar="SHARE",

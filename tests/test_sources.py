@@ -142,6 +142,9 @@ def test_sources_groups_and_slices_are_balanced():
     assert weights[groups == "A/notumor/T1/coronal"].sum() == pytest.approx(0.25) == shares["A/notumor/T1/coronal"]
     weights, _ = balance_weights(groups, {"B": 3.0})
     assert weights[groups == "B/glioma/T1c/axial"].sum() == pytest.approx(0.75)
+    weights, _ = balance_weights(groups, {"A/notumor/T1/coronal": 3.0})  # a group against its source's others
+    assert weights[groups == "A/notumor/T1/coronal"].sum() == pytest.approx(0.375)
+    assert weights[groups == "B/glioma/T1c/axial"].sum() == pytest.approx(0.5)
 
 
 def test_each_epoch_shows_every_kaggle_slice_once_and_draws_its_share():

@@ -99,22 +99,27 @@ def split_subjects(extra: ExtraSlices, held_out: float, seed: int) -> tuple[Extr
 
 
 def balance_weights(group: np.ndarray, source_weights: dict | None = None) -> tuple[np.ndarray, dict]:
-    """Sampling weights that give each source an equal share (or ``source_weights``), each of its groups
-    (truth / contrast / plane) an equal share of that, and each slice an equal share of its group.
+    """Sampling weights that give each source an equal share, each of its groups (truth / contrast / plane) an equal
+    share of that, and each slice an equal share of its group. ``source_weights`` change the split: a key ``SOURCE``
+    weighs a source against the others; a key ``SOURCE/TRUTH...`` (a group prefix) weighs the groups it names
+    against the source's other groups.
 
     Returns:
         Per-slice weights summing to 1, and each group's share.
     """
+    given = source_weights or {}
     source = np.array([g.split("/")[0] for g in group])
     sources = sorted(set(source))
-    wanted = {s: (source_weights or {}).get(s, 1.0) for s in sources}
+    wanted = {s: given.get(s, 1.0) for s in sources}
     total = sum(wanted.values())
     counts, shares = Counter(group), {}
     for s in sources:
         groups = sorted({g for g in counts if g.split("/")[0] == s})
-        shares.update({g: wanted[s] / total / len(groups) for g in groups})
+        within = {g: np.prod([w for k, w in given.items() if "/" in k and (g + "/").startswith(k + "/")])
+                  for g in groups}
+        shares.update({g: wanted[s] / total * within[g] / sum(within.values()) for g in groups})
     weights = np.array([shares[g] / counts[g] for g in group])
-    return weights / weights.sum(), {g: round(v, 4) for g, v in shares.items()}
+    return weights / weights.sum(), {g: round(float(v), 4) for g, v in shares.items()}
 
 
 def add_extra(bundle, cfg, data_config: dict, progress: bool = True) -> None:

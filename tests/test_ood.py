@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from brain_mri import BrainMRIClassifier
+from brain_mri.config import MRI_AUGMENT_PRESETS
 from conftest import run_cli
 from brain_mri.serving.ood import OOD_FILE, OOD_WARNING, FeatureTap, OODDetector, fit_detector
 
@@ -85,9 +86,8 @@ def test_fit_ood_refits_a_folder_on_augmented_copies_and_refuses_an_unknown_pres
     assert OODDetector.load(out / OOD_FILE).threshold == pytest.approx(rates["threshold"], abs=1e-3)
     assert "copies through the MRI augmentations" in (out / "README.md").read_text()
     bad = run_cli("fit-ood", "--model", out, "--data", tiny_data[0], "--mri-augment", "strong")
-    from brain_mri.config import MRI_AUGMENT_PRESETS
-
-    assert bad.returncode != 0 and f"--mri-augment is one of {', '.join(MRI_AUGMENT_PRESETS)}, not 'strong'" in bad.stderr
+    presets = ", ".join(MRI_AUGMENT_PRESETS)
+    assert bad.returncode != 0 and f"--mri-augment is one of {presets}, not 'strong'" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 

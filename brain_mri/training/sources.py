@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import CLASS_NAMES
-from ..io.volumes import PLANES, Volume, read_volume
+from ..io.volumes import PLANES, Volume, _axis, read_volume
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.csv"
@@ -100,7 +100,7 @@ def labelled_slices(volume: Volume, label: np.ndarray, truth: str, rules: SliceR
     ``margin`` slices from any label, the rest skipped."""
     mask = Volume((label > 0).astype(np.float32), volume.spacing, (0.0, 1.0), volume.name, volume.kind)
     for plane in rules.planes:
-        axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
+        axis = _axis(plane)
         other = tuple(k for k in range(3) if k != axis)
         tumour = (label > 0).sum(other)
         head = (volume.data > volume.data.min()).sum(other)  # skull-stripped: the background is the minimum
@@ -156,11 +156,12 @@ def cache_key(folder, rules: SliceRules) -> str:
 def cut_sources(folder, rules: SliceRules, exclude: tuple = ()) -> list[dict]:
     """Every slice of ``folder``'s manifest as an index row (``INDEX_COLUMNS``; ``file`` a path), cutting the
     volumes once into the cache (volumes of a source in ``exclude`` are left out; so are its slices)."""
-    rows = [r for r in read_manifest(folder) if r["source"] not in exclude]
+    every = read_manifest(folder)
+    rows = [r for r in every if r["source"] not in exclude]
     out = cache_root() / "sources" / cache_key(folder, rules)
     index = out / "index.csv"
-    if not index.is_file():
-        _cut_volumes(read_manifest(folder), rules, out)
+    if not index.is_file():  # the whole manifest: one cache serves every --extra-exclude
+        _cut_volumes(every, rules, out)
     with index.open(newline="") as f:
         cut = [dict(r, file=str(out / r["file"])) for r in csv.DictReader(f) if r["source"] not in exclude]
     flat = [{"file": r["path"], "label": r["truth"], "source": r["source"], "subject": r["subject"],

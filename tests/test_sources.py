@@ -209,3 +209,9 @@ def test_a_run_with_other_sources_draws_them_reports_held_out_subjects_and_fits_
     assert extra["non_commercial"] and "Non-commercial use only" in card
     # the gate's fit holds the other-source training slices as groups of their own
     assert metrics["ood"]["fitted_on"] >= metrics["split_sizes"]["train"] + extra["train"]
+    # and so does a refit of the folder's gate (brain-mri fit-ood), on the same slices
+    from conftest import run_cli
+
+    refit = run_cli("fit-ood", "--model", out, "--data", root, env={"BRAIN_MRI_CACHE": str(tmp_path / "cache")})
+    assert refit.returncode == 0, refit.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["ood"]["fitted_on"] == metrics["ood"]["fitted_on"]

@@ -153,12 +153,13 @@ def fit_ood_folder(folder, data: str, layers=("",), backbone=None, augment: str 
         augment: a :data:`~brain_mri.config.MRI_AUGMENT_PRESETS` name whose augmented copies join the fit
             (None: the run's own).
         tumour_present: the folder of tumour-present slices whose training part joins the fit, split as the run
-            split it (None: the run's own; ``""``: none).
+            split it (None: the run's own; ``""``: none). The run's other sources (``--extra-sources``) join too.
 
     Raises:
         ValueError: an unknown preset.
     """
-    from ..config import MRI_AUGMENT_PRESETS
+    from ..config import MRI_AUGMENT_PRESETS, TrainConfig
+    from ..training.mixing import add_extra
     from ..training.mri_augment import from_preset
     from ..training.tumour_present import add_tumour_present
 
@@ -171,6 +172,9 @@ def fit_ood_folder(folder, data: str, layers=("",), backbone=None, augment: str 
     net, data_config, bundle = run_bundle(folder, data, progress=True)
     if tumour_present:
         add_tumour_present(bundle, tumour_present, data_config, args.get("tumour_present_held_out", 0.15), args["seed"])
+    if args.get("extra_sources"):  # the run's other sources, split by subject as it split them
+        add_extra(bundle, TrainConfig(**{k: v for k, v in args.items() if k in TrainConfig.__dataclass_fields__}),
+                  data_config)
     detector, rates = fit_ood(net, bundle, data_config, layers, backbone, from_preset(augment))
     detector.save(Path(folder))
     metrics_path = Path(folder) / "metrics.json"

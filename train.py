@@ -6,6 +6,7 @@ Several GPUs:     accelerate launch train.py ...      CPU, 2 processes: torchrun
 """
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def main(argv=None):
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     from brain_mri.cli import run_cli_errors
 
-    command = " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else [str(a) for a in argv]))
+    command = shlex.join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else [str(a) for a in argv]))
     sys.exit(run_cli_errors(lambda: run(TrainConfig(**_tuples(vars(args)), command=command))))
 
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from .config import CLASS_NAMES, DATASET_ID, DATASET_NAME, DISCLAIMER, LICENSE, OUTSIDE_KAGGLE, TrainConfig
+from .config import (CLASS_NAMES, DATASET_ID, DATASET_NAME, DISCLAIMER, LICENSE, OUTSIDE_KAGGLE, TrainConfig,
+                     non_commercial)
 
 TEMPLATE = Path(__file__).resolve().parent / "model_card.md"  # ./model_card.md links here
 CARD_CONTEXT = "card_context.json"
@@ -59,6 +61,20 @@ def card_context(cfg: TrainConfig, metrics: dict, figures: list, data_config: di
     }
 
 
+def weights_license(metrics: dict) -> str:
+    """The Hub licence of the weights: the code's, unless a training source allows non-commercial use only.
+
+    Trained on such a source, the weights take its licence (e.g. BraTS 2013's CC BY-NC-SA 3.0 becomes
+    ``cc-by-nc-sa-3.0``); two different ones, or one the Hub has no id for, become ``other``.
+    """
+    extra = (metrics or {}).get("other_sources") or {}
+    if not extra.get("non_commercial"):
+        return LICENSE
+    nc = {f["licence"].strip().lower().replace(" ", "-") for f in extra["sources"].values()
+          if non_commercial(f["licence"])}
+    return nc.pop() if len(nc) == 1 and re.fullmatch(r"cc-by-nc(-sa|-nd)?-[234]\.0", next(iter(nc))) else "other"
+
+
 def render_card(out_dir: Path, context: dict, template: Path = TEMPLATE) -> None:
     """Renders ``model_card.md`` (Jinja) into ``out_dir/README.md`` with ``ModelCardData``."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -73,7 +89,7 @@ def render_card(out_dir: Path, context: dict, template: Path = TEMPLATE) -> None
                 metric_name=f"{metric} ({split_name})",
             ))
     card_data = ModelCardData(
-        license=LICENSE,
+        license=weights_license(context.get("metrics")),
         library_name="timm",
         pipeline_tag="image-classification",
         tags=["image-classification", "timm", "medical-imaging", "brain-mri", "grad-cam"],

@@ -4,6 +4,7 @@ Stdlib only: ``train.py --help`` and the app read this module before anything he
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 #: Class folder names in the classifier's index order.
@@ -44,8 +45,13 @@ def true_class(path) -> str | None:
     folder, prefix = path.parent.name.lower(), path.name.split("_")[0].lower()
     return folder if folder in CLASS_NAMES else prefix if prefix in CLASS_NAMES else None
 
-#: Licence of the code and of the exported weights.
+#: Licence of the code, and of the exported weights unless a training source is non-commercial.
 LICENSE = "apache-2.0"
+
+
+def non_commercial(licence: str) -> bool:
+    """Whether a source's licence allows non-commercial use only ("CC BY-NC-SA 3.0", "CC BY-NC 4.0", "... (NC)")."""
+    return re.search(r"\bNC\b", licence) is not None
 
 #: Near-duplicate test: mean absolute difference of 16x16 grayscale thumbnails, in grey
 #: levels (0-255). Read off the nearest-neighbour distance distribution of the Kaggle set:
@@ -62,8 +68,8 @@ DISCLAIMER = (
     "radiologist must read every scan."
 )
 #: What the external validation found, in one sentence for the page and every whole-scan summary.
-OUTSIDE_KAGGLE = ("Tumours on T2-weighted and skull-stripped images, and on scans from other hospitals, are often "
-                  "missed: the model learnt from one public collection of slices.")
+OUTSIDE_KAGGLE = ("On scans from other hospitals it is less reliable: it misses some tumours, most often on T1 "
+                  "without contrast and on T2, and calls some healthy skull-stripped slices a tumour.")
 
 
 #: Keys of a data config that timm does not know: ``config.json`` keeps them under ``brain_mri``.

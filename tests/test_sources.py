@@ -163,6 +163,21 @@ def test_each_epoch_shows_every_kaggle_slice_once_and_draws_its_share():
     assert list(sampler) != first
 
 
+@pytest.mark.parametrize("licences, expected", [
+    (["CC BY-SA 3.0", "CC BY"], "apache-2.0"),  # no NC source: the code's licence
+    (["CC BY-SA 3.0", "CC BY-NC-SA 3.0"], "cc-by-nc-sa-3.0"),
+    (["CC BY-NC-SA 3.0", "CC BY-NC 4.0"], "other"),  # two NC licences: the card's text must say which
+    (["Research use only (NC)"], "other")])
+def test_weights_trained_on_a_non_commercial_source_carry_its_licence(licences, expected):
+    from brain_mri.card import weights_license
+    from brain_mri.config import non_commercial
+
+    sources = {f"s{i}": {"licence": x} for i, x in enumerate(licences)}
+    metrics = {"other_sources": {"sources": sources, "non_commercial": any(map(non_commercial, licences))}}
+    assert weights_license(metrics) == expected
+    assert weights_license({}) == "apache-2.0"
+
+
 def test_the_external_score_counts_a_flagged_slice_as_a_miss():
     import external
 
@@ -202,11 +217,14 @@ def test_a_run_with_other_sources_draws_them_reports_held_out_subjects_and_fits_
     assert held["subjects"] == 2 and set(extra["held_out_metrics"]) == {"all", "Healthy set", "Glioma set"}
     args = json.loads((out / "training_args.json").read_text())
     assert args["extra_source_shares"] == extra["group_shares"] and args["extra_source_weight"] == ["Glioma set=2"]
+    assert "--extra-source-weight 'Glioma set=2'" in args["command"]  # the card's command can be pasted back
     glioma = sum(v for k, v in extra["group_shares"].items() if k.startswith("Glioma set"))
     assert glioma == pytest.approx(2 / 4, abs=1e-3)  # weight 2 against 1 + 1
     card = (out / "README.md").read_text()
     assert "### Other sources" in card and "| Glioma set | CC BY-NC-SA 3.0 | off | FLAIR/T1c |" in card
     assert extra["non_commercial"] and "Non-commercial use only" in card
+    assert "\nlicense: cc-by-nc-sa-3.0\n" in card  # the Hub's licence field says so too, not the code's Apache-2.0
+    assert json.loads((out / "config.json").read_text())["pretrained_cfg"]["license"] == "cc-by-nc-sa-3.0"
     # the gate's fit holds the other-source training slices as groups of their own
     assert metrics["ood"]["fitted_on"] >= metrics["split_sizes"]["train"] + extra["train"]
     # and so does a refit of the folder's gate (brain-mri fit-ood), on the same slices

@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 
-from ..card import card_context, write_card
+from ..card import card_context, weights_license, write_card
 from .checkpoints import (
     arm_crash_point,
     atomic_write,
@@ -288,7 +288,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, loaders: dict, bundle: DataBundl
     with staged(out) as stage:
         export = copy.deepcopy(final).float().cpu().to(memory_format=torch.contiguous_format)  # as safetensors saves
         fold_temperature(export, temperature)
-        export_model(export, stage, data_config, init)
+        export_model(export, stage, data_config, init, license=weights_license({"other_sources": extra}))
         crash_point("export")
         metrics = {
             "temperature": temperature,

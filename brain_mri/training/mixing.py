@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import CLASS_NAMES
+from ..config import CLASS_NAMES, non_commercial
 from .data import DecodedSplit, decode_split
 from ..evaluation.localise import box_in_view
 from .sources import SliceRules, cut_sources, source_facts
@@ -204,5 +204,5 @@ def extra_metrics(trainer, model, bundle, cfg) -> dict:
             "excluded": list(cfg.extra_exclude),
             "rules": {k: getattr(cfg, f"extra_{k}") for k in ("stride", "min_head", "tumour_share", "margin")},
             "train": len(train), "held_out": len(held), "sources": sources,
-            "non_commercial": any("NC" in f["licence"].split("-") for f in sources.values()),
+            "non_commercial": any(non_commercial(f["licence"]) for f in sources.values()),
             "group_shares": bundle.extra_shares, "held_out_metrics": held_out_metrics(logits, held)}

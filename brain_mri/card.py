@@ -67,12 +67,12 @@ def weights_license(metrics: dict) -> str:
     Trained on such a source, the weights take its licence (e.g. BraTS 2013's CC BY-NC-SA 3.0 becomes
     ``cc-by-nc-sa-3.0``); two different ones, or one the Hub has no id for, become ``other``.
     """
-    extra = (metrics or {}).get("other_sources") or {}
-    if not extra.get("non_commercial"):
+    sources = ((metrics or {}).get("other_sources") or {}).get("sources", {})
+    nc = {f["licence"].strip().lower().replace(" ", "-") for f in sources.values() if non_commercial(f["licence"])}
+    if not nc:
         return LICENSE
-    nc = {f["licence"].strip().lower().replace(" ", "-") for f in extra["sources"].values()
-          if non_commercial(f["licence"])}
-    return nc.pop() if len(nc) == 1 and re.fullmatch(r"cc-by-nc(-sa|-nd)?-[234]\.0", next(iter(nc))) else "other"
+    (only, *rest) = nc
+    return only if not rest and re.fullmatch(r"cc-by-nc(-sa|-nd)?-[234]\.0", only) else "other"
 
 
 def render_card(out_dir: Path, context: dict, template: Path = TEMPLATE) -> None:
